@@ -1,0 +1,31 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create or update
+# .venv and are quick on a second run (the install is redone only when pyproject.toml or
+# constraints.txt change).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# constraints.txt pins torch to 2.13.0, the CPU build this kind of machine keeps on disk:
+	# a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/smm4h ngrams sample_data/task5/train.jsonl --by-label --sample 80
+
+bench: $(STAMP)
+	$(PY) bench/ngrams.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,65 @@
+"""The ``smm4h`` command line: a Typer app with one thin module per command.
+
+Errors of the package's own types become a message on stderr and an exit code here, at one
+place; commands never print tracebacks for bad input.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from smm4h_cli import __version__
+from smm4h_cli.cli._common import err
+from smm4h_cli.errors import Smm4hError
+
+
+class _Smm4hGroup(TyperGroup):
+    def invoke(self, ctx):  # noqa: D102 - the one place errors become exit codes
+        try:
+            return super().invoke(ctx)
+        except Smm4hError as exc:
+            err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to resume.")
+            raise typer.Exit(code=130) from None
+
+
+app = typer.Typer(
+    cls=_Smm4hGroup,
+    name="smm4h",
+    help="Will LLM-generated positive examples help my classifier, and if not, why not? "
+    "The SMM4H 2024 study (Yamagishi & Nakamura) as a toolkit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold an API key
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"smm4h {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Will LLM-generated positive examples help my classifier, and if not, why not?"""
+
+
+from smm4h_cli.cli import ngrams as _ngrams  # noqa: E402  (registers its command)
+
+_ngrams.register(app)
+
+
+def main() -> None:
+    app(prog_name="smm4h")

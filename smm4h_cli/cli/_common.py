@@ -1,0 +1,89 @@
+"""What the commands share: options defined once, the stderr console, and table rendering."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import Enum
+from typing import Annotated, Any, Sequence
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smm4h_cli.io import Columns
+
+#: Messages, warnings and progress go to stderr; stdout carries only the product.
+err = Console(stderr=True, highlight=False)
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+TextCol = Annotated[str | None, typer.Option("--text-col", help="Column holding the post text [default: text].")]
+LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column holding the 0/1 label [default: label].")]
+IdCol = Annotated[str | None, typer.Option("--id-col", help="Column holding the post id [default: id or tweet_id; generated if absent].")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs and seed give the same output.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
+Format = Annotated[TableFormat, typer.Option("--format", "-f", help="Output: a table for people, or json/csv/markdown.")]
+
+
+def columns(text_col: str | None, label_col: str | None, id_col: str | None) -> Columns:
+    return Columns(text=text_col, label=label_col, id=id_col)
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only where a person watches: stderr is a terminal and --quiet is off."""
+    return not quiet and err.is_terminal
+
+
+def _cell(value: Any, digits: int) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], headers: dict[str, str] | None = None, digits: int = 3) -> str:
+    keys = list(rows[0])
+    names = [(headers or {}).get(k, k) for k in keys]
+    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(keys))) + "|"]
+    lines += ["| " + " | ".join(_cell(r[k], digits) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def emit_table(
+    rows: Sequence[dict[str, Any]],
+    fmt: TableFormat,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    digits: int = 3,
+    caption: str | None = None,
+) -> None:
+    """Print ``rows`` (one dict per row, same keys) to stdout in the chosen format."""
+    if fmt is TableFormat.json:
+        sys.stdout.write(json.dumps(list(rows), indent=2, ensure_ascii=False) + "\n")
+    elif fmt is TableFormat.csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    elif fmt is TableFormat.markdown:
+        sys.stdout.write(markdown_table(rows, headers, digits))
+    else:
+        table = Table(title=title, caption=caption)
+        for i, key in enumerate(rows[0]):
+            table.add_column((headers or {}).get(key, key), justify="left" if i == 0 else "right")
+        for r in rows:
+            table.add_row(*(_cell(v, digits) for v in r.values()))
+        Console(highlight=False).print(table)

@@ -1,0 +1,43 @@
+"""Shared fixtures: a CliRunner that keeps stdout and stderr apart, and tiny data files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from smm4h_cli.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """Six labelled posts, two of them positive."""
+    rows = [
+        {"id": "a", "text": "my son was diagnosed with autism today", "label": 1},
+        {"id": "b", "text": "our daughter has asthma and a cough again", "label": 1},
+        {"id": "c", "text": "autism awareness month starts today", "label": 0},
+        {"id": "d", "text": "the weather is lovely today", "label": 0},
+        {"id": "e", "text": "a celebrity's son has ADHD says the news", "label": 0},
+        {"id": "f", "text": "baby kicked all night long", "label": 0},
+    ]
+    return write_jsonl(tmp_path / "tiny.jsonl", rows)

@@ -24,8 +24,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/smm4h ngrams sample_data/task5/train.jsonl --by-label --sample 80
 
+# Benchmarks print one result line each, with a ratio against a baseline measured in the same run.
+# Those on real data read ../shared/data/psytar (override with PSYTAR=...).
+PSYTAR ?= ../shared/data/psytar
 bench: $(STAMP)
-	$(PY) bench/ngrams.py
+	set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script --psytar $(PSYTAR); done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

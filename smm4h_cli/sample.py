@@ -1,0 +1,34 @@
+"""The fictional sample posts shipped with the package (sample_data/ in the source tree).
+
+They are the documented defaults of ``--train``/``--validation``/``--test`` so that every
+command runs as written right after ``pip install``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smm4h_cli.errors import InputError
+
+TASKS = (5, 6)
+SPLITS = ("train", "validation", "test")
+
+
+def sample_dir() -> Path:
+    """The folder holding ``task5/`` and ``task6/``: inside the installed package, or the checkout's."""
+    packaged = Path(__file__).resolve().parent / "sample_data"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def sample_path(task: int, split: str) -> Path:
+    """``sample_data/task{task}/{split}.jsonl``."""
+    if task not in TASKS:
+        raise InputError(f"--task must be 5 or 6 (the SMM4H 2024 tasks); got {task}.")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}")
+    path = sample_dir() / f"task{task}" / f"{split}.jsonl"
+    if not path.exists():
+        raise InputError(f"the sample data file {path} is missing; reinstall smm4h or pass the file explicitly.")
+    return path

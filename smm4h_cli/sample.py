@@ -6,6 +6,7 @@ command runs as written right after ``pip install``.
 
 from __future__ import annotations
 
+import sysconfig
 from pathlib import Path
 
 from smm4h_cli.errors import InputError
@@ -15,11 +16,11 @@ SPLITS = ("train", "validation", "test")
 
 
 def sample_dir() -> Path:
-    """The folder holding ``task5/`` and ``task6/``: inside the installed package, or the checkout's."""
-    packaged = Path(__file__).resolve().parent / "sample_data"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "sample_data"
+    """The folder holding ``task5/`` and ``task6/``: the checkout's, or the installed copy."""
+    checkout = Path(__file__).resolve().parent.parent / "sample_data"
+    if checkout.is_dir():
+        return checkout
+    return Path(sysconfig.get_path("data")) / "share" / "smm4h" / "sample_data"
 
 
 def sample_path(task: int, split: str) -> Path:

@@ -83,7 +83,10 @@ def emit_table(
     else:
         table = Table(title=title, caption=caption)
         for i, key in enumerate(rows[0]):
-            table.add_column((headers or {}).get(key, key), justify="left" if i == 0 else "right")
+            table.add_column((headers or {}).get(key, key), justify="left" if i == 0 else "right", no_wrap=i == 0)
         for r in rows:
             table.add_row(*(_cell(v, digits) for v in r.values()))
-        Console(highlight=False).print(table)
+        out = Console(highlight=False)
+        if not out.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
+            out = Console(highlight=False, width=200)
+        out.print(table)

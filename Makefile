@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(VENV)/bin/smm4h ngrams sample_data/task5/train.jsonl --by-label --sample 80
+	$(VENV)/bin/smm4h ngrams sample_data/task5/train.jsonl sample_data/task6/train.jsonl --by-label
 
 # Benchmarks print one result line each, with a ratio against a baseline measured in the same run.
 # Those on real data read ../shared/data/psytar (override with PSYTAR=...).

@@ -1,0 +1,97 @@
+"""``smm4h study``: the whole paper in one command, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smm4h_cli.cli._common import IdCol, LabelCol, Quiet, Seed, TextCol, columns, err
+from smm4h_cli.errors import InputError
+from smm4h_cli.study import StepEvent, StudyOptions, run_study
+
+
+def _ints(value: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated integers such as 0,1,2; got '{value}'.") from None
+
+
+def study_cli(
+    task: Annotated[int, typer.Option("--task", help="SMM4H task: 5 (child's disorder) or 6 (exact age).")] = 5,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder: every step's files and the report.")] = Path("study"),
+    train: Annotated[Path | None, typer.Option("--train", help="Training posts [default: the task's sample data].", show_default=False)] = None,
+    validation: Annotated[Path | None, typer.Option("--validation", help="Validation posts [default: the task's sample data].", show_default=False)] = None,
+    test: Annotated[Path | None, typer.Option("--test", help="Test posts [default: the task's sample data].", show_default=False)] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Synthetic posts per strategy [default: 1000 as the paper; 50 with --quick].", show_default=False)] = None,
+    strategies: Annotated[str, typer.Option("--strategies", help="Generation strategies, comma-separated: paper, attributes.")] = "paper",
+    generator: Annotated[str | None, typer.Option("--generator", help="Generation model [default: the embedded SmolLM2, or gpt-4-0125-preview with OPENAI_API_KEY].", show_default=False)] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible server for generation (vLLM, Ollama, llama.cpp).", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="Generation temperature (the paper: 0).")] = 0.0,
+    examples: Annotated[int, typer.Option("--examples", help="Few-shot examples of each label per call (the paper: 5).")] = 5,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Generation requests in flight.")] = 4,
+    model: Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id or folder [default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs [default: 10 as the paper; 3 with --quick].", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per post.")] = 128,
+    seeds: Annotated[str, typer.Option("--seeds", help="Training seeds per arm, comma-separated (mean ± std across them).")] = "0",
+    baselines: Annotated[bool, typer.Option("--baselines", help="Also train with class weighting and with oversampling, the classic answers to imbalance.")] = False,
+    sample: Annotated[int | None, typer.Option("--sample", help="Posts per group in the n-gram and embedding analyses [default: 1000; 300 with --quick].", show_default=False)] = None,
+    k: Annotated[str, typer.Option("--k", help="k-means clusters, or 'auto'.")] = "10",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    quick: Annotated[bool, typer.Option("--quick", help="A small run for a first look (50 synthetic posts, 3 epochs, 300-post samples).")] = False,
+    seed: Seed = 0,
+    force: Annotated[bool, typer.Option("--force", help="Redo every step, even those that are up to date.")] = False,
+    quiet: Quiet = False,
+    text_col: TextCol = None,
+    label_col: LabelCol = None,
+    id_col: IdCol = None,
+) -> None:
+    """Run the whole study: generate, analyse, train with and without synthetic data, compare, report.
+
+    Every step writes its files into the study folder as the standalone command would; a re-run
+    redoes only what is missing or what a changed option or file reaches. The report is
+    OUT/report.md and OUT/report.html (self-contained). Example:
+
+        smm4h study --task 5 --quick
+    """
+    try:
+        k_value: int | str = k if k == "auto" else int(k)
+    except ValueError:
+        raise InputError(f"--k takes a number of clusters or 'auto'; got '{k}'.") from None
+    given = dict(
+        out=out, task=task, train=train, validation=validation, test=test,
+        columns=columns(text_col, label_col, id_col),
+        strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
+        generator=generator, base_url=base_url, temperature=temperature, examples=examples,
+        concurrency=concurrency, classifier=model, batch_size=batch_size, max_length=max_length,
+        seeds=_ints(seeds, "--seeds"), baselines=baselines, k=k_value, seed=seed, device=device, force=force,
+    )
+    given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("sample", sample)) if value is not None})
+    options = StudyOptions.quick(**given) if quick else StudyOptions(**given)
+    talk = not quiet
+
+    def on_event(event: StepEvent) -> None:
+        if not talk:
+            return
+        head = f"[{event.index}/{event.total}] {event.name}"
+        if event.state == "running":
+            err.print(f"{head} …" + (f" ({event.detail})" if event.detail else ""))
+        elif event.state == "skipped":
+            err.print(f"{head}: [dim]{event.detail}[/]")
+        else:
+            err.print(f"{head}: [green]done[/] in {event.seconds:,.0f} s")
+
+    result = run_study(options, on_event)
+    if talk:
+        err.print(f"\n{result.numbers['conclusion']}\n", soft_wrap=True)
+        err.print(f"Report: [bold]{result.report_html}[/] (and {result.report_md})")
+    typer.echo(str(result.report_html))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "study", help=study_cli.__doc__, short_help="The whole study in one command: generate, analyse, train, compare, report."
+    )(study_cli)

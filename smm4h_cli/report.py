@@ -1,0 +1,318 @@
+"""The study's report: ``report.md`` and a self-contained ``report.html`` built from the step files.
+
+Every number in the report is read from the files the steps wrote (``tables/*.json``,
+``figure2/metrics.json``, ``synthetic/*.meta.json``, ``runs/*/summary.json``), so the report and
+the step files cannot disagree. The HTML is the same Markdown rendered by markdown-it (which
+Rich already depends on), with the figure embedded as a data URI so it opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from smm4h_cli.cli._common import markdown_table
+from smm4h_cli.io import write_json, write_records, write_text
+
+if TYPE_CHECKING:
+    from smm4h_cli.study import StudyOptions
+
+TASK_TITLES = {5: "Task 5: tweets reporting a child with ADHD, autism, delayed speech or asthma", 6: "Task 6: posts stating the user's exact age"}
+PACKAGES = ("smm4h", "torch", "transformers", "sentence-transformers", "openai", "llama_cpp_python", "polars", "scikit-learn")
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #1b1b1b; line-height: 1.5; }
+h1 { font-size: 1.7em; border-bottom: 2px solid #333; padding-bottom: .2em; }
+h2 { font-size: 1.3em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
+th, td { border: 1px solid #bbb; padding: .3em .6em; }
+th { background: #f0f0f0; }
+tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; border: 1px solid #ddd; }
+code { background: #f3f3f3; padding: 0 .2em; }
+blockquote { border-left: 4px solid #4c72b0; margin: 1em 0; padding: .2em 1em; background: #f5f8fc; }
+"""
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _data_rows(paths: dict[str, Path], frames: dict[str, pl.DataFrame], synthetic: dict[str, Path]) -> list[dict[str, Any]]:
+    rows = []
+    for split, frame in frames.items():
+        pos = int(frame["label"].sum())
+        rows.append({"data": split, "file": str(paths[split]), "posts": frame.height, "label 1": pos, "share of label 1": pos / frame.height})
+    for strategy, path in synthetic.items():
+        n = sum(1 for _ in path.open(encoding="utf-8"))
+        rows.append({"data": f"synthetic ({strategy})", "file": str(path), "posts": n, "label 1": n, "share of label 1": 1.0})
+    return rows
+
+
+def _arm_rows(table2: dict) -> list[dict[str, Any]]:
+    winners = table2["winners"]
+    rows = []
+    for arm in table2["arms"]:
+        row: dict[str, Any] = {"arm": arm["arm"]}
+        for metric in ("f1", "precision", "recall"):
+            cell = _fmt(arm[metric])
+            if arm.get(f"{metric}_std") is not None:
+                cell += f" ± {arm[f'{metric}_std']:.3f}"
+            if arm["arm"] in winners.get(metric, []):
+                cell = f"**{cell}**"
+            row[{"f1": "F1", "precision": "Precision", "recall": "Recall"}[metric]] = cell
+        row["seeds"] = arm["seeds"]
+        rows.append(row)
+    return rows
+
+
+def _pair_rows(table2: dict) -> list[dict[str, Any]]:
+    conf = f"{table2['confidence']:.0%}"
+    return [
+        {
+            "comparison": f"{p['b']} vs {p['a']}",
+            "ΔF1": f"{p['f1_diff']:+.3f}",
+            f"{conf} CI (paired bootstrap)": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
+            "McNemar p": _p(p["mcnemar_p"]),
+            "verdict": p["verdict"],
+        }
+        for p in table2["pairs"]
+    ]
+
+
+def _generation_rows(synthetic: dict[str, Path]) -> list[dict[str, Any]]:
+    rows = []
+    for strategy, path in synthetic.items():
+        meta = _load(path.with_suffix(".meta.json"))
+        parse = sum(meta.get("parse_issues", {}).values())
+        dups = meta.get("duplicates", {})
+        rows.append({
+            "strategy": strategy,
+            "model": meta["model"],
+            "calls": meta["calls"],
+            "failed": meta["calls_failed"],
+            "posts kept": meta["posts_kept"],
+            "parse issues": parse,
+            "flagged duplicates": sum(dups.values()) if isinstance(dups, dict) else dups,
+            "prompt tokens": meta["prompt_tokens"],
+            "completion tokens": meta["completion_tokens"],
+            "cost (US$)": "0 (local)" if meta["backend"] == "embedded" else ("unknown" if meta["cost_usd"] is None else f"{meta['cost_usd']:.2f}"),
+            "seconds": meta["seconds"],
+        })
+    return rows
+
+
+def _diversity_rows(metrics: dict) -> list[dict[str, Any]]:
+    rows = []
+    for g in metrics["groups"]:
+        rows.append({
+            "group": g["group"],
+            "role": g["role"],
+            "posts": g["posts"],
+            "Vendi": round(g["vendi"], 1),
+            "dispersion": round(g["centroid_distance"], 3),
+            "pairwise distance": round(g["pairwise_distance"], 3),
+            "clusters": g["clusters"],
+            "positive coverage": "–" if g["positive_coverage"] is None else f"{g['positive_coverage']:.0%}",
+            "entropy (bits)": round(g["cluster_entropy"], 2),
+            "copies": "–" if g["copy_share"] is None else f"{g['copy_share']:.1%}",
+        })
+    return rows
+
+
+def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list[dict]) -> str:
+    """The paragraph that answers the study's question from its numbers, in the paper's terms."""
+    sentences = []
+    baseline = next(a for a in table2["arms"] if a["arm"] == "baseline")
+    for pair in table2["pairs"]:
+        if pair["a"] != "baseline" or not pair["b"].startswith("synthetic-"):
+            continue
+        arm = next(a for a in table2["arms"] if a["arm"] == pair["b"])
+        strategy = pair["b"].removeprefix("synthetic-")
+        gen = next((g for g in generation if g["strategy"] == strategy), None)
+        what = f"{gen['posts kept']:,} synthetic positives ({strategy} strategy, {gen['model']})" if gen else f"the {strategy} synthetic positives"
+        direction = "raised" if pair["f1_diff"] > 0 else "lowered" if pair["f1_diff"] < 0 else "left"
+        real = "a significant" if pair["significant"] else "no significant"
+        sentences.append(
+            f"Adding {what} to the training data {direction} the test F1 of the positive class "
+            f"from {baseline['f1']:.3f} to {arm['f1']:.3f} (Δ = {pair['f1_diff']:+.3f}, "
+            f"{table2['confidence']:.0%} CI [{pair['ci_low']:+.3f}, {pair['ci_high']:+.3f}], "
+            f"McNemar p = {_p(pair['mcnemar_p'])}): {real} difference"
+            + (" — the paper's finding that LLM-generated texts did not significantly improve the classifier holds here." if not pair["significant"] else ".")
+        )
+    by_group = {g["group"]: g for g in metrics["groups"]}
+    ngram = {r["group"]: r for r in table3}
+    positives = [g for g in metrics["groups"] if g["role"] == "real positives"]
+    ref_vendi = metrics["settings"].get("real_positives_vendi")
+    for g in metrics["groups"]:
+        if g["role"] != "synthetic":
+            continue
+        parts = []
+        if ref_vendi is not None:
+            less = g["vendi"] < ref_vendi
+            parts.append(
+                f"an effective number of distinct posts (Vendi score) of {g['vendi']:.1f} against {ref_vendi:.1f} "
+                f"for the real positives at n = {metrics['settings']['vendi_n']:,}"
+            )
+        if g["positive_coverage"] is not None:
+            parts.append(f"reach {g['positive_clusters_reached']} of the {g['positive_clusters']} k-means clusters that real positives occupy")
+        real_pos = next((ngram[p["group"]] for p in positives if p["group"] in ngram), None)
+        if real_pos and g["group"] in ngram:
+            parts.append(f"use {ngram[g['group']]['unique_3grams']:,} unique trigrams against {real_pos['unique_3grams']:,} in as many real positives")
+        if g["copy_share"] is not None:
+            parts.append(f"{g['copy_share']:.1%} of them lie within cosine {metrics['settings']['copy_threshold']:g} of a real training post")
+        verdict = ""
+        if ref_vendi is not None:
+            verdict = (
+                " They are less diverse than the real positives, as the paper found for GPT-4's texts."
+                if g["vendi"] < ref_vendi
+                else " By this measure they are at least as diverse as the real positives, unlike the paper's GPT-4 texts."
+            )
+        sentences.append(f"The {g['group']} posts have " + "; ".join(parts) + "." + verdict)
+    return " ".join(sentences)
+
+
+def write_report(
+    out: Path,
+    options: "StudyOptions",
+    paths: dict[str, Path],
+    frames: dict[str, pl.DataFrame],
+    synthetic: dict[str, Path],
+    arms: list[str],
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``report.md``, ``report.html`` and the tables as CSV; returns the paths and numbers."""
+    tables = out / "tables"
+    table2 = _load(tables / "table2.json")
+    table3 = _load(tables / "table3.json")
+    metrics = _load(out / "figure2" / "metrics.json")
+    generation = _generation_rows(synthetic)
+    data = _data_rows(paths, frames, synthetic)
+    diversity = _diversity_rows(metrics)
+    for name, rows in (("data", data), ("generation", generation), ("diversity", diversity)):
+        write_records(pl.DataFrame(rows), tables / f"{name}.csv", force=True)
+    summaries = {arm: _load(out / "runs" / arm / "summary.json") for arm in arms}
+    text = conclusion(table2, table3, metrics, generation)
+
+    versions = _versions()
+    gen_models = sorted({g["model"] for g in generation})
+    md: list[str] = [
+        f"# Will LLM-generated positives help? SMM4H {TASK_TITLES[options.task]}",
+        "",
+        "A run of the study of Yamagishi & Nakamura (SMM4H 2024), \"Why LLM-Generated Texts Fail to Improve "
+        "Text Classification Models\", made with `smm4h study`.",
+        "",
+        "## Conclusion",
+        "",
+        f"> {text}",
+        "",
+        "## Setting",
+        "",
+        markdown_table(data, digits=3),
+        f"- **Generator**: {', '.join(gen_models)}; strategies {', '.join(options.strategies)}; {options.n:,} posts asked for per strategy "
+        f"in calls of 10; {options.examples}+{options.examples} few-shot examples; temperature {options.temperature:g}.",
+        f"- **Classifier**: {summaries[arms[0]].get('model') or options.classifier or 'all-MiniLM-L6-v2 (embedded)'}; {options.epochs} epochs; "
+        f"learning rate {options.lr:g} decaying linearly to 0; batch {options.batch_size}; best epoch by validation F1 of label 1; "
+        f"seeds {', '.join(map(str, options.seeds))}.",
+        f"- **Analyses**: samples of {options.sample:,} posts per group (or the smallest group); embeddings "
+        f"{metrics['settings']['model']}; k-means k = {metrics['settings']['k']}; seed {options.seed}.",
+        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        "",
+        "## Table 2: test performance with and without synthetic data",
+        "",
+        f"F1, precision and recall of label 1 on the {table2['test_posts']:,} test posts ({table2['test_positives']:,} positive); "
+        "**bold** marks the best of each column"
+        + ("; with several seeds, mean ± standard deviation." if len(options.seeds) > 1 else "."),
+        "",
+        markdown_table(_arm_rows(table2)),
+        "Is the difference real? Paired bootstrap of the test posts "
+        f"({table2['bootstrap']:,} resamples) and McNemar's exact test on the posts the two models label differently"
+        + (" (p-values Holm-adjusted across pairs for the verdict)." if len(table2["pairs"]) > 1 else "."),
+        "",
+        markdown_table(_pair_rows(table2)),
+        "## Table 3: unique n-grams",
+        "",
+        f"Equal-size samples of {table3[0]['posts']:,} posts per group; distinct-n = unique / total n-grams; "
+        "gzip ratio = size / compressed size (higher is more repetitive).",
+        "",
+        markdown_table(table3, headers={"unique_1grams": "n=1", "unique_2grams": "n=2", "unique_3grams": "n=3", "compression_ratio": "gzip ratio"}),
+        "## Figure 2: t-SNE of sentence embeddings",
+        "",
+        "![Figure 2: t-SNE of sentence embeddings of label 0, label 1 and the synthetic posts](figure2/tsne.png)",
+        "",
+        "## Diversity in embedding space",
+        "",
+        markdown_table(diversity),
+    ]
+    md += [f"- {g['summary']}" for g in metrics["groups"]]
+    if metrics["closest_pairs"]:
+        md += ["", "Synthetic posts closest to a real training post:", ""]
+        md += [markdown_table([
+            {"similarity": round(p["similarity"], 3), "synthetic post": p["synthetic_text"], "nearest real post": p["real_text"]}
+            for p in metrics["closest_pairs"][:5]
+        ])]
+    md += [
+        "",
+        "## Cost of generation",
+        "",
+        markdown_table(generation),
+        "## Files",
+        "",
+        "`synthetic/` generated posts with provenance, `tables/` every table as CSV and JSON, `figure2/` the figure, "
+        "points and metrics, `runs/` the trained models with their metrics and test predictions, `steps.json` what each "
+        "step was computed from.",
+        "",
+    ]
+    markdown = "\n".join(md)
+    report_md = out / "report.md"
+    write_text(report_md, markdown)
+    report_html = out / "report.html"
+    write_text(report_html, render_html(markdown, out, title=f"smm4h study: task {options.task}"))
+    numbers = {"table2": table2, "table3": table3, "diversity": metrics["groups"], "generation": generation, "conclusion": text}
+    write_json(out / "report.json", numbers)
+    return report_md, report_html, numbers
+
+
+def render_html(markdown: str, base: Path, title: str) -> str:
+    """The Markdown as one HTML page, with local images embedded as data URIs."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(markdown)
+    for token in tokens:
+        for child in token.children or []:
+            if child.type == "image":
+                src = child.attrGet("src") or ""
+                path = base / src
+                if not src.startswith(("data:", "http:", "https:")) and path.exists():
+                    mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
+                    child.attrSet("src", f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode())
+    body = md.renderer.render(tokens, md.options, {})
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )

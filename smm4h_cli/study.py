@@ -1,0 +1,353 @@
+"""The whole study, end to end (``smm4h study``): the paper's pipeline as library calls.
+
+1. generate synthetic positives with each strategy (``generation``),
+2. n-gram analysis, Table 3 (``analysis.ngrams``) and embedding analysis, Figure 2 and the
+   diversity numbers (``analysis.clustering``) of label 0, label 1 and each synthetic set,
+3. train the classifier without and with each synthetic set (and the classic imbalance
+   baselines), over the seeds, predicting the test set with every model (``training``),
+4. compare the arms, Table 2 with confidence intervals and significance tests,
+5. write ``report.md`` and a self-contained ``report.html``.
+
+Every step writes its files into the study folder as the standalone command would and records
+a fingerprint of what it was computed from (options and the content of its input files) in
+``steps.json``. A re-run skips the steps whose fingerprint is unchanged, continues an
+interrupted one (generation from its call cache, training from its last checkpoint), and redoes
+only the steps that a changed option or file reaches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from smm4h_cli.errors import InputError
+from smm4h_cli.io import Columns, read_records, write_json, write_records, write_text
+from smm4h_cli.sample import sample_path
+
+STATE_FILE = "steps.json"
+ARM_BASELINE = "baseline"
+IMBALANCE_BASELINES = ("class-weight", "oversample")
+
+
+@dataclass
+class StudyOptions:
+    """Options of the study; the defaults are the paper's except the embedded models.
+
+    Attributes:
+        out: the study folder.
+        task: 5 or 6, the built-in label definitions and default data.
+        train, validation, test: data files; None takes the task's sample data.
+        columns: column mapping of the data files.
+        n: synthetic posts per strategy (the paper: 1,000).
+        strategies: generation strategies, ``paper`` and/or ``attributes``.
+        generator: model name for generation; None: the backend's default (the embedded SmolLM2
+            unless ``base_url``/``OPENAI_BASE_URL``/``OPENAI_API_KEY`` say otherwise).
+        base_url: an OpenAI-compatible server for generation.
+        temperature, examples, concurrency: generation settings (the paper: 0 and 5+5).
+        classifier: classifier base; None: the embedded all-MiniLM-L6-v2.
+        epochs, lr, batch_size, max_length: training settings (the paper: 10 epochs, 5e-5).
+        seeds: training seeds per arm.
+        baselines: also train with class weighting and with oversampling.
+        sample: posts per group in the n-gram and embedding analyses (the paper: 1,000).
+        k: k-means clusters (or "auto").
+        seed: seed of generation, sampling, clustering and the bootstrap.
+        bootstrap: paired bootstrap resamples.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        force: redo every step.
+    """
+
+    out: Path = Path("study")
+    task: int = 5
+    train: Path | None = None
+    validation: Path | None = None
+    test: Path | None = None
+    columns: Columns = Columns()
+    n: int = 1000
+    strategies: tuple[str, ...] = ("paper",)
+    generator: str | None = None
+    base_url: str | None = None
+    temperature: float = 0.0
+    examples: int = 5
+    concurrency: int = 4
+    classifier: str | None = None
+    epochs: int = 10
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    seeds: tuple[int, ...] = (0,)
+    baselines: bool = False
+    sample: int = 1000
+    k: int | str = 10
+    seed: int = 0
+    bootstrap: int = 10_000
+    device: str = "auto"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.task not in (5, 6):
+            raise InputError(f"--task must be 5 or 6; got {self.task}.")
+        if not self.strategies or len(set(self.strategies)) != len(self.strategies):
+            raise InputError(f"--strategies takes distinct strategies such as paper,attributes; got {list(self.strategies)}.")
+        from smm4h_cli.generation.generate import STRATEGIES
+
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown:
+            raise InputError(f"unknown strategy '{unknown[0]}' in --strategies; choose from {', '.join(STRATEGIES)}.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {list(self.seeds)}.")
+        if self.n < 1:
+            raise InputError(f"--n must be at least 1; got {self.n}.")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "StudyOptions":
+        """A small run for a first look: 50 synthetic posts, 3 epochs, 300-post samples."""
+        return cls(**{"n": 50, "epochs": 3, "sample": 300, "bootstrap": 2000, **overrides})
+
+    def data_path(self, split: str) -> Path:
+        given = {"train": self.train, "validation": self.validation, "test": self.test}[split]
+        return Path(given) if given is not None else sample_path(self.task, split)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step starting (``state`` = running), skipped (up to date) or finished (done)."""
+
+    index: int
+    total: int
+    name: str
+    state: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+EventFn = Callable[[StepEvent], None]
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    report_md: Path
+    report_html: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Steps:
+    """Runs steps in order and skips those whose fingerprint is recorded as done."""
+
+    def __init__(self, out: Path, total: int, force: bool, on_event: EventFn | None):
+        self.path = out / STATE_FILE
+        self.state: dict[str, dict] = {}
+        if self.path.exists() and not force:
+            try:
+                self.state = json.loads(self.path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                self.state = {}
+        self.total, self.index = total, 0
+        self.tell = on_event or (lambda event: None)
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def run(self, name: str, key: Any, outputs: list[Path], fn: Callable[[bool], Any]) -> None:
+        """Run ``fn(resume)`` unless ``name`` is done with the same ``key`` and its outputs exist.
+
+        ``resume`` is true when an earlier run of the same step with the same key was
+        interrupted: the step may then continue from what that run left.
+        """
+        self.index += 1
+        fp = fingerprint(key)
+        old = self.state.get(name, {})
+        if old.get("fingerprint") == fp and old.get("done") and all(p.exists() for p in outputs):
+            self.skipped.append(name)
+            self.tell(StepEvent(self.index, self.total, name, "skipped", detail="up to date"))
+            return
+        resume = old.get("fingerprint") == fp and not old.get("done")
+        self.state[name] = {"fingerprint": fp, "done": False}
+        self._save()
+        self.tell(StepEvent(self.index, self.total, name, "running", detail="resuming" if resume else ""))
+        started = time.monotonic()
+        fn(resume)
+        seconds = round(time.monotonic() - started, 1)
+        self.state[name] = {"fingerprint": fp, "done": True, "seconds": seconds}
+        self._save()
+        self.ran.append(name)
+        self.tell(StepEvent(self.index, self.total, name, "done", seconds=seconds))
+
+    def _save(self) -> None:
+        write_json(self.path, self.state)
+
+
+def arms_of(options: StudyOptions) -> list[str]:
+    arms = [ARM_BASELINE] + [f"synthetic-{s}" for s in options.strategies]
+    if options.baselines:
+        arms += list(IMBALANCE_BASELINES)
+    return arms
+
+
+def run_study(options: StudyOptions, on_event: EventFn | None = None) -> StudyResult:
+    """Run (or resume) the study in ``options.out``; returns where the report is and its numbers."""
+    from smm4h_cli.analysis.clustering import EmbedClusterOptions
+    from smm4h_cli.generation.backends import resolve_backend
+    from smm4h_cli.training.train import TrainOptions
+
+    out = options.out
+    paths = {split: options.data_path(split) for split in ("train", "validation", "test")}
+    frames = {split: read_records(p, options.columns, require_label=True) for split, p in paths.items()}
+    digests = {split: file_digest(p) for split, p in paths.items()}
+    # Fail on bad options before any work, as the standalone commands do.
+    backend = resolve_backend(options.generator, options.base_url)
+    EmbedClusterOptions(k=options.k, sample=options.sample, seed=options.seed)
+    TrainOptions(model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, max_length=options.max_length, device=options.device)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --out takes a folder for the study.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    arms = arms_of(options)
+    steps = _Steps(out, len(options.strategies) + 3 + len(arms), options.force, on_event)
+    synthetic: dict[str, Path] = {}
+    with ExitStack() as stack:
+        server_url: list[str] = []
+
+        def generator_url() -> str | None:
+            """One embedded server for every strategy, started only if a generation must run."""
+            if backend.kind != "embedded" or backend.base_url is not None:
+                return backend.base_url
+            if not server_url:
+                from smm4h_cli.generation.backends import embedded_server
+
+                server_url.append(stack.enter_context(embedded_server()))
+            return server_url[0]
+
+        for strategy in options.strategies:
+            target = out / "synthetic" / f"{strategy}.jsonl"
+            key = {
+                "train": digests["train"], "task": options.task, "n": options.n, "strategy": strategy,
+                "model": backend.model, "backend": backend.kind, "base_url": options.base_url,
+                "temperature": options.temperature, "examples": options.examples, "seed": options.seed,
+            }
+            steps.run(
+                f"generate {strategy}", key, [target, target.with_suffix(".meta.json")],
+                lambda resume, s=strategy, t=target: _generate(options, s, t, frames["train"], backend, generator_url),
+            )
+            synthetic[strategy] = target
+
+    syn_frames = {s: read_records(p) for s, p in synthetic.items()}
+    syn_digests = {s: file_digest(p) for s, p in synthetic.items()}
+    analysis_key = {"train": digests["train"], "synthetic": syn_digests, "sample": options.sample, "seed": options.seed}
+    named = [("train", frames["train"])] + [(f"synthetic {s}", f) for s, f in syn_frames.items()]
+
+    tables = out / "tables"
+    steps.run("ngrams (Table 3)", analysis_key, [tables / "table3.json"], lambda resume: _ngrams(options, named, tables))
+    figure = out / "figure2"
+    steps.run(
+        "embed-cluster (Figure 2)", {**analysis_key, "k": options.k, "device": "any"},
+        [figure / "metrics.json", figure / "tsne.png"], lambda resume: _embed(options, named, figure),
+    )
+
+    train_key = {
+        "train": digests["train"], "validation": digests["validation"], "test": digests["test"],
+        "model": options.classifier, "epochs": options.epochs, "lr": options.lr, "batch_size": options.batch_size,
+        "max_length": options.max_length, "seeds": list(options.seeds),
+    }
+    for arm in arms:
+        strategy = arm.removeprefix("synthetic-") if arm.startswith("synthetic-") else None
+        key = {**train_key, "arm": arm, "synthetic": syn_digests.get(strategy) if strategy else None}
+        run_dir = out / "runs" / arm
+        steps.run(
+            f"train {arm}", key, [run_dir / "summary.json"],
+            lambda resume, a=arm, s=strategy, d=run_dir: _train(options, a, d, frames, syn_frames.get(s) if s else None, resume),
+        )
+
+    prediction_files = {arm: [out / "runs" / arm / f"seed-{s}" / "test_predictions.jsonl" for s in options.seeds] for arm in arms}
+    compare_key = {arm: [file_digest(p) for p in files] for arm, files in prediction_files.items()}
+    steps.run(
+        "compare (Table 2)", {**compare_key, "bootstrap": options.bootstrap, "seed": options.seed},
+        [tables / "table2.json"], lambda resume: _compare(options, prediction_files, tables),
+    )
+
+    from smm4h_cli.report import write_report
+
+    report_md, report_html, numbers = write_report(out, options, paths, frames, synthetic, arms)
+    return StudyResult(out, report_md, report_html, steps.ran, steps.skipped, numbers)
+
+
+# ------------------------------------------------------------------------------ the steps
+
+
+def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.DataFrame, backend, url: Callable[[], str | None]) -> None:
+    from smm4h_cli.generation.generate import GenerateOptions, generate
+    from smm4h_cli.generation.prompts import builtin_task
+
+    gen = GenerateOptions(
+        task=builtin_task(options.task), n=options.n, strategy=strategy, model=options.generator,
+        base_url=options.base_url, temperature=options.temperature, examples=options.examples,
+        seed=options.seed, concurrency=options.concurrency, cache_path=target.with_suffix(".cache.jsonl"),
+    )
+    running = replace(backend, base_url=url()) if backend.kind == "embedded" else backend
+    frame, summary = generate(gen, train, backend=running)
+    write_records(frame, target, force=True)
+    write_json(target.with_suffix(".meta.json"), summary.to_dict())
+
+
+def _ngrams(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], tables: Path) -> None:
+    from smm4h_cli.analysis.ngrams import NgramOptions, groups_from_frames, ngram_table
+
+    rows = ngram_table(groups_from_frames(named, by_label=True), NgramOptions(sample=options.sample, seed=options.seed))
+    write_json(tables / "table3.json", rows)
+    write_records(pl.DataFrame(rows), tables / "table3.csv", force=True)
+
+
+def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure: Path) -> None:
+    from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs
+    from smm4h_cli.analysis.ngrams import groups_from_frames
+
+    synthetic = tuple(name for name, _ in named if name.startswith("synthetic"))
+    emb = EmbedClusterOptions(
+        k=options.k, sample=options.sample, seed=options.seed, device=options.device,
+        cache_dir=options.out / ".cache" / "embeddings", synthetic=synthetic,
+    )
+    result = embed_cluster(groups_from_frames(named, by_label=True), emb)
+    write_outputs(result, figure, plot=True, seed=options.seed)
+
+
+def _train(options: StudyOptions, arm: str, run_dir: Path, frames: dict[str, pl.DataFrame], synthetic: pl.DataFrame | None, resume: bool) -> None:
+    from smm4h_cli.training.train import TrainOptions, train_seeds
+
+    balance = arm if arm in IMBALANCE_BASELINES else "none"
+    train_options = TrainOptions(
+        out=run_dir, model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
+        max_length=options.max_length, device=options.device, balance=balance, resume=resume, force=not resume,
+    )
+    train_seeds(train_options, options.seeds, frames["train"], frames["validation"], synthetic, test_frame=frames["test"])
+
+
+def _compare(options: StudyOptions, prediction_files: dict[str, list[Path]], tables: Path) -> None:
+    from smm4h_cli.training.compare import compare
+
+    arms = list(prediction_files)
+    result = compare([[read_records(p) for p in prediction_files[a]] for a in arms], arms, options.bootstrap, options.seed)
+    write_json(tables / "table2.json", result.to_dict())
+    write_records(pl.DataFrame(result.to_dict()["arms"]), tables / "table2.csv", force=True)
+    write_records(pl.DataFrame(result.to_dict()["pairs"]), tables / "table2_pairs.csv", force=True)

@@ -1,0 +1,218 @@
+"""`smm4h study` end to end on tiny data, with the real embedded models and server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smm4h_cli.study import StudyOptions, run_study
+
+from conftest import ROOT, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+POS = [
+    "my son was diagnosed with autism today and we are still taking it in",
+    "our daughter's asthma flared up again, third inhaler this month",
+    "speech therapist says my 3yo's delayed speech is improving slowly",
+    "got the ADHD diagnosis for my boy, now we wait for the school plan",
+    "my little one with asthma finally slept through the night",
+    "parenting a kid with autism means celebrating every tiny step",
+    "he has ADHD and today he finished his homework on his own, proud mum",
+    "the nebulizer is our best friend, my kid's asthma hates winter",
+    "our twins both got the autism dx, the waitlist was two years",
+    "my daughter's speech delay means we use signs at home, she loves it",
+    "asthma attack at 2am, my son is ok now, I am not",
+    "my 6 year old has ADHD and the new meds seem to help",
+]
+NEG = [
+    "autism awareness month starts today, light it up blue",
+    "a celebrity's son has ADHD says the news, why is that our business",
+    "the weather is lovely today, walked to the park",
+    "baby kicked all night long, 30 weeks and counting",
+    "my friend's nephew has asthma, sending them love",
+    "new study links screen time and speech delay https://t.co/abc",
+    "I was so ADHD today lol forgot my keys three times",
+    "third trimester heartburn is no joke",
+    "signed the petition for inhalers in schools",
+    "anyone have a good stroller recommendation?",
+    "the ultrasound tech said everything looks great",
+    "my own adult ADHD diagnosis finally makes sense of my twenties",
+    "our neighbour's kid is loud but sweet",
+    "cravings tonight: pickles and ice cream, classic",
+    "reading about autism research funding, interesting thread",
+    "my sister's daughter has a cough, hope it's nothing",
+    "nursery is finally painted, yellow won",
+    "flu season again, wash your hands everyone",
+    "documentary about speech therapy was moving",
+    "maternity leave starts friday, can't wait",
+    "my mother in law keeps sending baby name lists",
+    "the doctor said the baby is head down",
+    "school fundraiser for asthma research this weekend",
+    "so tired of people using autism as an insult",
+]
+
+
+def _rows(texts, label, prefix):
+    return [{"id": f"{prefix}{i}", "text": t, "label": label} for i, t in enumerate(texts)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("data")
+    return {
+        "train": write_jsonl(d / "train.jsonl", _rows(POS[:8], 1, "p") + _rows(NEG[:16], 0, "n")),
+        "validation": write_jsonl(d / "validation.jsonl", _rows(POS[8:10], 1, "vp") + _rows(NEG[16:20], 0, "vn")),
+        "test": write_jsonl(d / "test.jsonl", _rows(POS[10:], 1, "tp") + _rows(NEG[20:], 0, "tn")),
+    }
+
+
+def _options(data, out: Path, **changes) -> StudyOptions:
+    base = dict(
+        out=out, task=5, train=data["train"], validation=data["validation"], test=data["test"],
+        n=20, epochs=1, batch_size=8, max_length=48, sample=0, k=2, bootstrap=200, device="cpu",
+    )
+    return StudyOptions(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "s"
+    events = []
+    result = run_study(_options(data, out), events.append)
+    return out, result, events
+
+
+def test_every_file_and_section(finished):
+    out, result, events = finished
+    for rel in [
+        "synthetic/paper.jsonl", "synthetic/paper.meta.json", "tables/table2.json", "tables/table2.csv",
+        "tables/table3.json", "tables/table3.csv", "tables/diversity.csv", "tables/generation.csv", "tables/data.csv",
+        "figure2/tsne.png", "figure2/metrics.json", "figure2/points.parquet",
+        "runs/baseline/summary.json", "runs/synthetic-paper/summary.json",
+        "runs/baseline/seed-0/test_predictions.jsonl", "report.md", "report.html", "steps.json",
+    ]:
+        assert (out / rel).exists(), rel
+    md = result.report_md.read_text()
+    for heading in ["## Conclusion", "## Setting", "## Table 2", "## Table 3", "## Figure 2", "## Diversity in embedding space", "## Cost of generation"]:
+        assert heading in md
+    assert {e.state for e in events} == {"running", "done"}
+    assert result.skipped == []
+
+
+def test_report_numbers_equal_step_files(finished):
+    out, result, _ = finished
+    md = result.report_md.read_text()
+    table2 = json.loads((out / "tables/table2.json").read_text())
+    baseline = next(a for a in table2["arms"] if a["arm"] == "baseline")
+    row = next(line for line in md.splitlines() if line.startswith("| baseline |"))
+    assert f"{baseline['f1']:.3f}" in row and f"{baseline['recall']:.3f}" in row
+    pair = table2["pairs"][0]
+    assert f"{pair['f1_diff']:+.3f}" in md and f"[{pair['ci_low']:+.3f}, {pair['ci_high']:+.3f}]" in md
+    for r in json.loads((out / "tables/table3.json").read_text()):
+        line = next(line for line in md.splitlines() if line.startswith(f"| {r['group']} |"))
+        assert f"{r['unique_3grams']:,}" in line
+    metrics = json.loads((out / "figure2/metrics.json").read_text())
+    for g in metrics["groups"]:
+        assert g["summary"] in md
+    meta = json.loads((out / "synthetic/paper.meta.json").read_text())
+    gen_line = next(line for line in md.splitlines() if line.startswith("| paper |"))
+    assert f"{meta['posts_kept']:,}" in gen_line and f"{meta['completion_tokens']:,}" in gen_line
+    # the conclusion is written from the same numbers
+    assert f"{baseline['f1']:.3f}" in result.numbers["conclusion"]
+
+
+def test_html_is_self_contained(finished):
+    _, result, _ = finished
+    page = result.report_html.read_text()
+    assert "<table>" in page and 'src="data:image/png;base64,' in page
+    assert 'src="figure2/' not in page  # no image left pointing at a file beside the page
+
+
+def test_unchanged_rerun_skips_everything(finished, data):
+    out, first, _ = finished
+    again = run_study(_options(data, out))
+    assert again.ran == [] and set(again.skipped) == set(first.ran)
+
+
+def test_changed_option_redoes_only_what_depends_on_it(finished, data, tmp_path):
+    out, first, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    synthetic_mtime = (copy / "synthetic/paper.jsonl").stat().st_mtime_ns
+    model_mtime = (copy / "runs/baseline/seed-0/metrics.json").stat().st_mtime_ns
+    result = run_study(_options(data, copy, k=3))
+    assert result.ran == ["embed-cluster (Figure 2)"]
+    assert json.loads((copy / "figure2/metrics.json").read_text())["settings"]["k"] == 3
+    assert (copy / "synthetic/paper.jsonl").stat().st_mtime_ns == synthetic_mtime
+    assert (copy / "runs/baseline/seed-0/metrics.json").stat().st_mtime_ns == model_mtime
+
+
+def test_resume_after_a_killed_step(data, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    args = [
+        sys.executable, "-m", "smm4h_cli", "study", "--out", str(out), "--train", str(data["train"]),
+        "--validation", str(data["validation"]), "--test", str(data["test"]), "--n", "20", "--epochs", "2",
+        "--batch-size", "8", "--max-length", "48", "--sample", "0", "--k", "2", "--device", "cpu", "--quiet",
+    ]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = out / "steps.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if state.exists():
+            try:
+                steps = json.loads(state.read_text())
+            except json.JSONDecodeError:
+                steps = {}
+            if steps.get("train baseline", {}).get("done") is False:
+                break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.2)
+    else:
+        pytest.fail("the study never reached its training step")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    synthetic_mtime = (out / "synthetic/paper.jsonl").stat().st_mtime_ns
+    result = run_study(_options(data, out, epochs=2))
+    assert "generate paper" in result.skipped and "ngrams (Table 3)" in result.skipped
+    assert "train baseline" in result.ran and "compare (Table 2)" in result.ran
+    assert (out / "synthetic/paper.jsonl").stat().st_mtime_ns == synthetic_mtime
+    assert result.report_html.exists()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make test installs it where apt-get can)")
+def test_html_renders_in_headless_chromium(finished, tmp_path):
+    from PIL import Image
+
+    _, result, _ = finished
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,4200",
+            "--hide-scrollbars", result.report_html.as_uri(),
+        ],
+        check=True, capture_output=True, timeout=120,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    # Figure 2 draws its groups in saturated colours; text and table borders are grey.
+    saturated = (pixels.max(axis=1) - pixels.min(axis=1)) > 80
+    assert saturated.sum() > 500, "no figure visible in the screenshot"
+    # the table header background (#f0f0f0) shows that the tables were rendered as tables
+    assert (np.abs(pixels - 240).max(axis=1) <= 2).sum() > 1000

@@ -64,6 +64,7 @@ class Group:
 
     name: str
     texts: list[str] = field(default_factory=list)
+    ids: list[str] | None = None  # post ids, parallel to texts, where known
 
 
 @lru_cache(maxsize=1)
@@ -184,8 +185,9 @@ def groups_from_frames(named: Sequence[tuple[str, pl.DataFrame]], by_label: bool
         labels = frame["label"].unique().sort().to_list() if "label" in frame.columns else []
         if by_label and len(labels) > 1:
             for value in labels:
-                texts = frame.filter(pl.col("label") == value)["text"].to_list()
-                groups.append(Group(f"{name}/label {value}", texts))
+                part = frame.filter(pl.col("label") == value)
+                ids = part["id"].cast(pl.String).to_list() if "id" in part.columns else None
+                groups.append(Group(f"{name}/label {value}", part["text"].to_list(), ids))
         else:
-            groups.append(Group(name, frame["text"].to_list()))
+            groups.append(Group(name, frame["text"].to_list(), frame["id"].cast(pl.String).to_list() if "id" in frame.columns else None))
     return groups

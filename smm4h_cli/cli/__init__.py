@@ -59,6 +59,7 @@ def _root(
 from smm4h_cli.cli import ngrams as _ngrams  # noqa: E402  (registers its command)
 
 _ngrams.register(app)
+from smm4h_cli.cli import embed_cluster as _embed_cluster; _embed_cluster.register(app)  # noqa: E402,E702
 
 
 def main() -> None:

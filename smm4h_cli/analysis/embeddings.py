@@ -1,0 +1,175 @@
+"""Sentence embeddings with sentence-transformers, and their on-disk cache.
+
+The default model is the embedded all-MiniLM-L6-v2 (the paper's, §3.3.1), loaded by path from
+its PyPI package, so nothing is downloaded. Embeddings are L2-normalised, so a dot product is a
+cosine similarity.
+
+The cache is one Parquet file per model in a folder, keyed by the SHA-256 of each text: re-running
+the analysis with other clustering settings, or on files that share posts, embeds nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import polars as pl
+
+from smm4h_cli.errors import InputError
+from smm4h_cli.io import atomic_write
+from smm4h_cli.models import EMBEDDED_MINILM, minilm_path, resolve_device
+
+#: ``progress(done, total)``: posts embedded so far out of the posts to embed.
+EmbedProgress = Callable[[int, int], None]
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into L2-normalised vectors, one row per text."""
+
+    def __call__(self, texts: list[str], progress: EmbedProgress | None = None) -> np.ndarray: ...
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/smm4h/embeddings`` (``~/.cache/smm4h/embeddings``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "smm4h" / "embeddings"
+
+
+def model_label(model: str | None) -> str:
+    """The name a model goes by in metrics and cache keys: the embedded one's, or as given."""
+    return EMBEDDED_MINILM if model is None else model
+
+
+def looks_like_path(model: str) -> bool:
+    """A local folder rather than a Hugging Face id (ids are ``name`` or ``owner/name``)."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).exists()
+
+
+def check_model(model: str | None) -> None:
+    """Reject a local model path that does not exist, before any work starts."""
+    if model is not None and looks_like_path(model) and not Path(model).expanduser().is_dir():
+        raise InputError(
+            f"--model {model}: no such folder. Give a sentence-transformers model folder, a Hugging Face id "
+            f"such as sentence-transformers/all-MiniLM-L6-v2, or leave --model out for the embedded all-MiniLM-L6-v2."
+        )
+
+
+class SentenceEmbedder:
+    """A sentence-transformers model that encodes texts in batches sorted by length.
+
+    Sorting all texts by length (not only within one ``encode`` call) keeps padding low, and
+    encoding in chunks of several batches lets a progress bar move over posts.
+    """
+
+    def __init__(self, model: str | None = None, device: str = "auto", batch_size: int = 64) -> None:
+        check_model(model)
+        self.name = model_label(model)
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        location = str(minilm_path()) if model is None else str(Path(model).expanduser()) if looks_like_path(model) else model
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # library code prints nothing; the CLI draws its own bar
+        try:
+            self.model = SentenceTransformer(location, device=self.device)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is the user's model choice
+            raise InputError(
+                f"--model {model}: sentence-transformers could not load it ({type(exc).__name__}: {exc}). "
+                f"Give a local model folder, an id already in the Hugging Face cache, or leave --model out "
+                f"for the embedded all-MiniLM-L6-v2."
+            ) from None
+
+    @property
+    def dimension(self) -> int:
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
+
+    def __call__(self, texts: list[str], progress: EmbedProgress | None = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        chunk = self.batch_size * 16
+        for start in range(0, len(texts), chunk):
+            idx = order[start : start + chunk]
+            out[idx] = self.model.encode(
+                [texts[i] for i in idx],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            if progress:
+                progress(min(start + chunk, len(texts)), len(texts))
+        return out
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_file(cache_dir: Path, model: str) -> Path:
+    """One Parquet file per model: a readable slug plus a hash of the full model name."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.rsplit("/", 1)[-1])[:60]
+    return Path(cache_dir) / f"{slug}-{hashlib.sha256(model.encode('utf-8')).hexdigest()[:12]}.parquet"
+
+
+def _read_cache(path: Path) -> pl.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pl.read_parquet(path)
+    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
+        return None
+
+
+def embed_texts(
+    texts: Sequence[str],
+    embedder: Embedder,
+    model: str,
+    cache_dir: Path | None = None,
+    progress: EmbedProgress | None = None,
+) -> tuple[np.ndarray, int]:
+    """Embeddings of ``texts`` (rows in order) and how many texts were actually encoded.
+
+    Each distinct text is encoded once; with ``cache_dir`` those already cached for ``model``
+    are read from disk and the new ones added to the cache.
+    """
+    texts = list(texts)
+    hashes = [text_hash(t) for t in texts]
+    unique: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        unique.setdefault(h, i)
+    known: dict[str, np.ndarray] = {}
+    path = cache_file(cache_dir, model) if cache_dir is not None else None
+    cached = _read_cache(path) if path is not None else None
+    if cached is not None and cached.height:
+        hits = cached.filter(pl.col("hash").is_in(list(unique)))
+        if hits.height:
+            vectors = np.asarray(hits["embedding"].to_numpy(), dtype=np.float32)
+            known = dict(zip(hits["hash"].to_list(), vectors))
+    missing = [h for h in unique if h not in known]
+    if missing:
+        new = np.asarray(embedder([texts[unique[h]] for h in missing], progress), dtype=np.float32)
+        known.update(zip(missing, new))
+        if path is not None:
+            _append_cache(path, cached, missing, new)
+    elif progress:
+        progress(len(texts), len(texts))
+    if not known:
+        return np.zeros((0, 0), dtype=np.float32), 0
+    return np.stack([known[h] for h in hashes]), len(missing)
+
+
+def _append_cache(path: Path, cached: pl.DataFrame | None, hashes: list[str], vectors: np.ndarray) -> None:
+    new = pl.DataFrame({"hash": hashes, "embedding": vectors})
+    if cached is not None and cached.height and cached["embedding"].dtype == new["embedding"].dtype:
+        new = pl.concat([cached, new])
+    # Atomic replace: a reader never sees a half-written file; a concurrent writer may lose
+    # the other's new rows, which only costs re-encoding them later.
+    atomic_write(path, lambda tmp: new.write_parquet(tmp))

@@ -1,0 +1,122 @@
+"""``smm4h embed-cluster``: the paper's Figure 2 (MiniLM, k-means, t-SNE) and diversity as numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, existing_outputs, table_rows, write_outputs
+from smm4h_cli.analysis.embeddings import default_cache_dir
+from smm4h_cli.analysis.ngrams import groups_from_frames
+from smm4h_cli.cli._common import Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, columns, emit_table, err, show_progress
+from smm4h_cli.errors import InputError
+from smm4h_cli.io import read_records, short_names
+
+
+def is_synthetic(frame: pl.DataFrame) -> bool:
+    """A file written by ``smm4h generate``: every record has ``source == "synthetic"``."""
+    return "source" in frame.columns and frame.height > 0 and bool((frame["source"].cast(pl.String) == "synthetic").all())
+
+
+def only_positives(frame: pl.DataFrame) -> bool:
+    return "label" in frame.columns and frame.height > 0 and bool((frame["label"] == 1).all())
+
+
+def embed_cluster_cli(
+    files: Annotated[list[Path], typer.Argument(help="Files of posts (.jsonl, .parquet, .csv, .tsv); '-' reads JSON lines from stdin.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tsne.png, tsne.svg, points.parquet and metrics.json.", show_default=False)],
+    by_label: Annotated[bool, typer.Option("--by-label", help="One group per file and label (train/label 0, train/label 1); single-label files stay one group.")] = False,
+    synthetic: Annotated[list[Path] | None, typer.Option("--synthetic", help="Treat this file as synthetic (repeatable). Files whose records all have source = synthetic, as `smm4h generate` writes them, are synthetic anyway.", show_default=False)] = None,
+    sample: Annotated[int, typer.Option("--sample", help="Posts per group: every group is sampled to min(SAMPLE, smallest group). 0 uses all.")] = 1000,
+    k: Annotated[str, typer.Option("--k", help="k-means clusters, or 'auto' (best silhouette for k = 2..20).")] = "10",
+    perplexity: Annotated[float, typer.Option("--perplexity", help="t-SNE perplexity (lowered for tiny samples).")] = 30.0,
+    copy_threshold: Annotated[float, typer.Option("--copy-threshold", help="Cosine similarity to the nearest real post at or above which a synthetic post counts as a copy.")] = 0.9,
+    model: Annotated[str | None, typer.Option("--model", help="sentence-transformers model id or folder \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Posts per encoding batch.")] = 64,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache folder (Parquet, keyed by model and text hash) \\[default: ~/.cache/smm4h/embeddings].", show_default=False)] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")] = False,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip tsne.png/tsne.svg (headless batch use); points and metrics are still written.")] = False,
+    seed: Seed = 0,
+    fmt: Format = TableFormat.table,
+    force: Force = False,
+    quiet: Quiet = False,
+    text_col: TextCol = None,
+    label_col: LabelCol = None,
+    id_col: IdCol = None,
+) -> None:
+    """Embed posts, cluster them with k-means and draw t-SNE (the paper's Figure 2), with diversity numbers per group.
+
+    Per group: the Vendi score (effective number of distinct posts, size-matched), dispersion
+    (cosine distance to the centroid and between pairs), the k-means clusters it occupies and
+    their entropy, the share of real-positive clusters a synthetic group reaches, and how many
+    synthetic posts nearly copy a real one. The paper's three groups:
+
+        smm4h embed-cluster train.jsonl synthetic.jsonl --by-label --out figure2
+    """
+    options = EmbedClusterOptions(
+        k=k, sample=sample, seed=seed, device=device, model=model, perplexity=perplexity,
+        copy_threshold=copy_threshold, batch_size=batch_size,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+    )
+    if sum(str(f) == "-" for f in files) > 1:
+        raise InputError("stdin ('-') can be read only once; give it a single time.")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --out takes a folder for tsne.png, points.parquet and metrics.json.")
+    clash = existing_outputs(out, plot=not no_plot)
+    if clash and not force:
+        raise InputError(f"{clash[0]} exists. Pass --force to replace the outputs in {out}, or choose another --out.")
+    named_synthetic = {str(p) for p in synthetic or []}
+    unknown = named_synthetic - {str(f) for f in files}
+    if unknown:
+        raise InputError(f"--synthetic {sorted(unknown)[0]} is not one of the input files; name a FILE given on the command line.")
+
+    cols = columns(text_col, label_col, id_col)
+    frames = [read_records(f, cols) for f in files]
+    names = short_names(files)
+    syn = tuple(n for n, f, fr in zip(names, files, frames) if str(f) in named_synthetic or is_synthetic(fr))
+    pos = tuple(n for n, fr in zip(names, frames) if n not in syn and only_positives(fr))
+    options = EmbedClusterOptions(**{**options.__dict__, "synthetic": syn, "positives": pos})
+    groups = groups_from_frames(list(zip(names, frames)), by_label)
+
+    if show_progress(quiet):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            label = {"embed": "embedding posts", "k-means": "k-means", "t-SNE": "t-SNE"}[stage]
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(label, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        with bar:
+            result = embed_cluster(groups, options, progress=progress)
+    else:
+        result = embed_cluster(groups, options)
+    written = write_outputs(result, out, plot=not no_plot, seed=seed)
+
+    metrics = result.metrics
+    if fmt is TableFormat.json:
+        sys.stdout.write(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    else:
+        s = metrics["settings"]
+        caption = f"{s['model'].removeprefix('embedded:')}; k = {s['k']}; Vendi at n = {s['vendi_n']:,}; seed {seed}"
+        emit_table(table_rows(metrics), fmt, title="Diversity in embedding space (paper Figure 2)", caption=caption, digits=3)
+        if fmt is TableFormat.table:
+            sys.stdout.write("".join(f"{g['summary']}\n" for g in metrics["groups"]))
+        elif fmt is TableFormat.markdown:
+            sys.stdout.write("\n" + "".join(f"- {g['summary']}\n" for g in metrics["groups"]))
+    if not quiet:
+        cached = "" if options.cache_dir is None else f" ({result.encoded:,} posts encoded, the rest from the cache)"
+        err.print(f"Wrote {', '.join(p.name for p in written)} to {out}{cached}.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed-cluster", help=embed_cluster_cli.__doc__, short_help="Figure 2: embeddings, k-means, t-SNE, and diversity numbers per group (Vendi, coverage, copying).")(embed_cluster_cli)

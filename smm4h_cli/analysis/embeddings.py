@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -71,12 +72,8 @@ class SentenceEmbedder:
         self.batch_size = batch_size
         self.device = resolve_device(device)
         location = str(minilm_path()) if model is None else str(Path(model).expanduser()) if looks_like_path(model) else model
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # library code prints nothing; the CLI draws its own bar
         try:
-            self.model = SentenceTransformer(location, device=self.device)
+            self.model = _load(location, self.device)
         except Exception as exc:  # noqa: BLE001 - any failure to load is the user's model choice
             raise InputError(
                 f"--model {model}: sentence-transformers could not load it ({type(exc).__name__}: {exc}). "
@@ -107,6 +104,16 @@ class SentenceEmbedder:
             if progress:
                 progress(min(start + chunk, len(texts)), len(texts))
         return out
+
+
+@lru_cache(maxsize=2)
+def _load(location: str, device: str):
+    """Load a model once per process (the study and the tests embed several times)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # library code prints nothing; the CLI draws its own bar
+    return SentenceTransformer(location, device=device)
 
 
 def text_hash(text: str) -> str:

@@ -114,8 +114,8 @@ def embed_cluster_cli(
         elif fmt is TableFormat.markdown:
             sys.stdout.write("\n" + "".join(f"- {g['summary']}\n" for g in metrics["groups"]))
     if not quiet:
-        cached = "" if options.cache_dir is None else f" ({result.encoded:,} posts encoded, the rest from the cache)"
-        err.print(f"Wrote {', '.join(p.name for p in written)} to {out}{cached}.")
+        cached = "" if options.cache_dir is None else f" ({result.encoded:,} new texts encoded; embedding cache in {options.cache_dir})"
+        err.print(f"Wrote {', '.join(p.name for p in written)} to {out}{cached}.", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

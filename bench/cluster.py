@@ -1,0 +1,129 @@
+"""k-means, t-SNE and the diversity metrics of `smm4h embed-cluster` on 20,000 posts.
+
+PsyTAR has about 6,000 distinct sentences, so the 20,000 points are built from their real
+MiniLM embeddings (computed once, cached): the ADR-negative and ADR-positive sentences, each
+repeated with a small seeded jitter (cosine about 0.95 to the original) up to their group's size,
+and a "synthetic" group of jittered copies of 300 positives (narrow, as the paper found GPT-4's
+texts). The embedding step is the subject of bench/embed.py; here the embedder is a lookup of
+those vectors, so the times are those of the analysis alone:
+
+* smm4h: ``embed_cluster`` (k-means with k = 10, t-SNE, Vendi, dispersion, coverage, copying,
+  closest pairs), each stage timed, then ``write_outputs`` (PNG, SVG, Parquet, JSON);
+* baseline: bare scikit-learn ``KMeans(10, n_init=10)`` and ``TSNE(init="pca")`` on the same
+  matrix, the part of the work any such analysis must do.
+
+Target: smm4h's whole analysis under 180 s on two cores. Prints the time of each stage and the
+ratio baseline/smm4h (how much of the time is the unavoidable scikit-learn work).
+
+    python bench/cluster.py --psytar ../shared/data/psytar [--posts 20000] [--no-baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs  # noqa: E402
+from smm4h_cli.analysis.embeddings import SentenceEmbedder, embed_texts  # noqa: E402
+from smm4h_cli.analysis.ngrams import Group  # noqa: E402
+from smm4h_cli.models import EMBEDDED_MINILM  # noqa: E402
+
+
+def psytar(folder: Path) -> pl.DataFrame:
+    frames = [pl.read_csv(folder / f"{s}.tsv", separator="\t", quote_char='"').select("sentences", "ADR") for s in ("train", "dev", "test")]
+    return pl.concat(frames).filter(pl.col("sentences").str.strip_chars() != "").unique("sentences", keep="first", maintain_order=True)
+
+
+def grow(texts: list[str], vectors: np.ndarray, size: int, rng: np.random.Generator, prefix: str) -> tuple[list[str], np.ndarray]:
+    """``size`` points: the originals first, then jittered repeats (cosine about 0.95)."""
+    idx = np.arange(size) % len(texts)
+    out = vectors[idx].copy()
+    extra = np.arange(size) >= len(texts)
+    out[extra] += rng.normal(scale=0.33 / np.sqrt(vectors.shape[1]), size=(int(extra.sum()), vectors.shape[1]))
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return [f"{texts[i]} [{prefix}{j}]" for j, i in enumerate(idx)], out.astype(np.float32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--psytar", type=Path, default=ROOT.parent / "shared" / "data" / "psytar")
+    parser.add_argument("--posts", type=int, default=20_000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "smm4h-bench-embeddings")
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+
+    data = psytar(args.psytar)
+    start = time.perf_counter()
+    vectors, encoded = embed_texts(data["sentences"].to_list(), SentenceEmbedder(None, "cpu"), EMBEDDED_MINILM, args.cache_dir)
+    print(f"PsyTAR: {data.height:,} distinct sentences embedded ({encoded:,} encoded now, the rest cached) in {time.perf_counter() - start:.1f} s", flush=True)
+
+    rng = np.random.default_rng(args.seed)
+    adr = data["ADR"].to_numpy() == 1
+    sentences = np.array(data["sentences"].to_list(), dtype=object)
+    sizes = {"real negatives": int(args.posts * 0.4), "real positives": int(args.posts * 0.3)}
+    sizes["synthetic"] = args.posts - sum(sizes.values())
+    neg_t, neg_v = grow(list(sentences[~adr]), vectors[~adr], sizes["real negatives"], rng, "n")
+    pos_t, pos_v = grow(list(sentences[adr]), vectors[adr], sizes["real positives"], rng, "p")
+    few = rng.choice(int(adr.sum()), size=300, replace=False)
+    syn_t, syn_v = grow(list(sentences[adr][few]), vectors[adr][few], sizes["synthetic"], rng, "s")
+    lookup = dict(zip(neg_t + pos_t + syn_t, np.concatenate([neg_v, pos_v, syn_v])))
+
+    def embedder(texts, progress=None):
+        return np.stack([lookup[t] for t in texts])
+
+    groups = [Group("psytar/label 0", neg_t), Group("psytar/label 1", pos_t), Group("synthetic", syn_t)]
+    options = EmbedClusterOptions(k=args.k, sample=0, seed=args.seed, synthetic=("synthetic",))
+    marks: dict[str, float] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        marks[f"{stage} {'end' if done == total else 'start'}"] = time.perf_counter()
+
+    t0 = time.perf_counter()
+    result = embed_cluster(groups, options, progress=progress, embedder=embedder)
+    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_outputs(result, Path(tmp), plot=True, seed=args.seed)
+    t2 = time.perf_counter()
+    stages = {
+        "lookup": marks["k-means start"] - t0,
+        "k-means": marks["k-means end"] - marks["k-means start"],
+        "t-SNE": marks["t-SNE end"] - marks["t-SNE start"],
+        "metrics": t1 - marks["t-SNE end"],
+        "outputs": t2 - t1,
+    }
+    total = t2 - t0
+    print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()), flush=True)
+    for g in result.metrics["groups"]:
+        print("  " + g["summary"])
+
+    line = f"t-SNE + k-means + metrics + outputs on {args.posts:,} posts: {total:.1f} s (target < 180 s)"
+    if not args.no_baseline:
+        from sklearn.cluster import KMeans
+        from sklearn.manifold import TSNE
+
+        x = np.concatenate([neg_v, pos_v, syn_v])
+        b0 = time.perf_counter()
+        KMeans(n_clusters=args.k, n_init=10, random_state=args.seed).fit_predict(x)
+        b1 = time.perf_counter()
+        TSNE(n_components=2, init="pca", learning_rate="auto", random_state=args.seed).fit_transform(x)
+        b2 = time.perf_counter()
+        print(f"baseline: bare KMeans {b1 - b0:.1f} s, bare TSNE {b2 - b1:.1f} s", flush=True)
+        line += f"; bare scikit-learn k-means + t-SNE {b2 - b0:.1f} s, ratio baseline/smm4h {(b2 - b0) / total:.2f}"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()

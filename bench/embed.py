@@ -1,0 +1,103 @@
+"""Embedding step of `smm4h embed-cluster` against a bare SentenceTransformer.encode, and its cache.
+
+Takes POSTS (default 5,000) distinct sentences from PsyTAR (real patient posts), and in the same
+run and process:
+
+1. baseline: ``SentenceTransformer(<embedded all-MiniLM-L6-v2>).encode(texts, batch_size=B,
+   normalize_embeddings=True)``;
+2. smm4h: ``embed_texts`` with a fresh cache (hashing, length-sorted chunks, cache write);
+3. smm4h again on the same texts: every embedding read from the warm cache.
+
+Prints the CPU and wall time of each, the throughput ratio baseline/smm4h (target >= 0.95, by
+CPU time, because the machine is shared and wall time swings with the neighbours' load), the
+warm-cache speed-up over the cold run (target >= 50x), and the largest difference between the
+two sets of vectors. Models are loaded before timing starts.
+
+    python bench/embed.py --psytar ../shared/data/psytar [--posts 5000] [--batch-size 64] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from smm4h_cli.analysis.embeddings import SentenceEmbedder, embed_texts  # noqa: E402
+from smm4h_cli.models import EMBEDDED_MINILM, minilm_path  # noqa: E402
+
+
+def psytar_sentences(folder: Path, count: int) -> list[str]:
+    """Distinct PsyTAR sentences, train then dev then test. Read with polars directly: the
+    TSV quotes sentences that hold line breaks."""
+    texts: list[str] = []
+    for split in ("train", "dev", "test"):
+        frame = pl.read_csv(folder / f"{split}.tsv", separator="\t", quote_char='"')
+        texts += frame["sentences"].drop_nulls().to_list()
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    if len(unique) < count:
+        raise SystemExit(f"PsyTAR has {len(unique)} distinct sentences; ask for at most that many with --posts.")
+    return unique[:count]
+
+
+def timed(fn):
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = fn()
+    return value, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--psytar", type=Path, default=ROOT.parent / "shared" / "data" / "psytar")
+    parser.add_argument("--posts", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=1, help="best of R runs of baseline and cold smm4h (alternating)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    texts = psytar_sentences(args.psytar, args.posts)
+    bare = SentenceTransformer(str(minilm_path()), device=args.device)
+    ours = SentenceEmbedder(None, device=args.device, batch_size=args.batch_size)
+    bare.encode(texts[:64], batch_size=args.batch_size)  # warm both up alike
+    ours(texts[:64])
+
+    base_best = ours_best = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            base, base_cpu, base_wall = timed(lambda: bare.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False))
+            cache = Path(tmp) / f"cold-{r}"
+            (vectors, encoded), ours_cpu, ours_wall = timed(lambda: embed_texts(texts, ours, EMBEDDED_MINILM, cache))
+            assert encoded == len(texts)
+            print(f"run {r + 1}: baseline {base_cpu:.1f} s CPU / {base_wall:.1f} s wall; smm4h {ours_cpu:.1f} s CPU / {ours_wall:.1f} s wall", flush=True)
+            if base_best is None or base_cpu < base_best[0]:
+                base_best = (base_cpu, base_wall)
+            if ours_best is None or ours_cpu < ours_best[0]:
+                ours_best = (ours_cpu, ours_wall, cache)
+        (warm, encoded), warm_cpu, warm_wall = timed(lambda: embed_texts(texts, ours, EMBEDDED_MINILM, ours_best[2]))
+        assert encoded == 0
+    diff = float(np.max(np.abs(vectors - base)))
+    same_warm = bool(np.array_equal(warm, vectors))
+    print(f"warm cache: {warm_cpu:.3f} s CPU / {warm_wall:.3f} s wall, 0 of {len(texts):,} texts encoded, identical to cold: {same_warm}")
+    ratio_cpu = base_best[0] / ours_best[0]
+    ratio_wall = base_best[1] / ours_best[1]
+    speedup = ours_best[1] / warm_wall
+    print(
+        f"embed {len(texts):,} PsyTAR posts, batch {args.batch_size}, {args.device}: smm4h/bare throughput ratio "
+        f"{ratio_cpu:.2f} by CPU time ({ratio_wall:.2f} by wall time; target >= 0.95); warm cache {speedup:,.0f}x faster "
+        f"than cold (target >= 50x); max |difference| from bare encode {diff:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -299,6 +299,10 @@ def test_bad_inputs_exit_2(cli, tiny, tmp_path):
     assert result.exit_code == 2 and "empty.csv has a header but no rows" in result.stderr
     result = cli("embed-cluster", tiny, "--model", tmp_path / "no-such-model", "--out", out)
     assert result.exit_code == 2 and "no-such-model: no such folder" in result.stderr
+    not_a_model = tmp_path / "folder"
+    not_a_model.mkdir()
+    result = cli("embed-cluster", tiny, "--model", not_a_model, "--k", "2", "--out", out, "--no-cache")
+    assert result.exit_code == 2 and "sentence-transformers could not load it" in result.stderr
     result = cli("embed-cluster", tiny, "--k", "lots", "--out", out)
     assert result.exit_code == 2 and "--k takes a number of clusters" in result.stderr
     result = cli("embed-cluster", tiny, "--synthetic", tmp_path / "other.jsonl", "--k", "2", "--out", out)

@@ -75,10 +75,15 @@ class SentenceEmbedder:
         try:
             self.model = _load(location, self.device)
         except Exception as exc:  # noqa: BLE001 - any failure to load is the user's model choice
+            hint = (
+                " It is not in the local Hugging Face cache, and nothing is downloaded at run time: fetch it once with "
+                f"`hf download {model}` (or on a machine with internet, then copy the folder) and pass it again."
+                if model is not None and not looks_like_path(model)
+                else ""
+            )
             raise InputError(
-                f"--model {model}: sentence-transformers could not load it ({type(exc).__name__}: {exc}). "
-                f"Give a local model folder, an id already in the Hugging Face cache, or leave --model out "
-                f"for the embedded all-MiniLM-L6-v2."
+                f"--model {model}: sentence-transformers could not load it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).{hint} "
+                f"Leave --model out for the embedded all-MiniLM-L6-v2."
             ) from None
 
     @property
@@ -113,7 +118,8 @@ def _load(location: str, device: str):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # library code prints nothing; the CLI draws its own bar
-    return SentenceTransformer(location, device=device)
+    # local_files_only: a Hugging Face id loads from the local cache; nothing is downloaded.
+    return SentenceTransformer(location, device=device, local_files_only=True)
 
 
 def text_hash(text: str) -> str:

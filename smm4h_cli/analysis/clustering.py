@@ -338,7 +338,7 @@ def embed_cluster(
     # Points: one row per sampled post.
     ids, names, texts = [], [], []
     for g in groups:
-        own_ids = g.ids if g.ids is not None else [f"{g.name}-{i}" for i in range(len(g.texts))]
+        own_ids = _ids(g)
         for i in picks[g.name]:
             ids.append(str(own_ids[i]))
             texts.append(g.texts[i])
@@ -373,7 +373,7 @@ def embed_cluster(
     real_groups = [g for g in groups if roles[g.name] != ROLE_SYNTHETIC]
     real_vectors = np.concatenate([group_vectors(g) for g in real_groups]) if real_groups else np.zeros((0, vectors.shape[1]), np.float32)
     real_refs = [(g, i) for g in real_groups for i in range(len(g.texts))]
-    pairs: list[dict[str, Any]] = []
+    candidates: list[tuple[float, str, str, Group, int, int]] = []
     copy_share: dict[str, float | None] = {}
     for g in groups:
         if roles[g.name] != ROLE_SYNTHETIC or not len(real_vectors):
@@ -381,16 +381,18 @@ def embed_cluster(
             continue
         best, where = nearest_real(group_vectors(g), real_vectors)
         copy_share[g.name] = float(np.mean(best >= options.copy_threshold))
-        own_ids = g.ids if g.ids is not None else [f"{g.name}-{i}" for i in range(len(g.texts))]
-        for i in range(len(g.texts)):
-            rg, ri = real_refs[int(where[i])]
-            rids = rg.ids if rg.ids is not None else [f"{rg.name}-{j}" for j in range(len(rg.texts))]
-            pairs.append({
-                "similarity": float(best[i]), "group": g.name,
-                "synthetic_id": str(own_ids[i]), "synthetic_text": g.texts[i],
-                "real_id": str(rids[ri]), "real_text": rg.texts[ri],
-            })
-    pairs.sort(key=lambda p: (-p["similarity"], p["group"], p["synthetic_id"]))
+        own_ids = _ids(g)
+        # Only this group's top candidates can make the overall list.
+        for i in np.argsort(-best, kind="stable")[: options.closest]:
+            candidates.append((-float(best[i]), g.name, str(own_ids[i]), g, int(i), int(where[i])))
+    candidates.sort(key=lambda c: c[:3])
+    pairs = []
+    for neg_sim, name, sid, g, i, w in candidates[: options.closest]:
+        rg, ri = real_refs[w]
+        pairs.append({
+            "similarity": -neg_sim, "group": name, "synthetic_id": sid, "synthetic_text": g.texts[i],
+            "real_id": str(_ids(rg)[ri]), "real_text": rg.texts[ri],
+        })
 
     rows = []
     for g in groups:
@@ -430,8 +432,13 @@ def embed_cluster(
     }
     if k_scores:
         settings["silhouette"] = {str(kk): s for kk, s in k_scores.items()}
-    metrics = {"settings": settings, "groups": rows, "closest_pairs": pairs[: options.closest]}
+    metrics = {"settings": settings, "groups": rows, "closest_pairs": pairs}
     return Result(points=points, metrics=metrics, encoded=encoded, roles=roles)
+
+
+def _ids(g: Group) -> list[str]:
+    """The group's post ids, or ``<group>-<row>`` where it has none."""
+    return g.ids if g.ids is not None else [f"{g.name}-{i}" for i in range(len(g.texts))]
 
 
 def _summary(row: dict[str, Any], ref_vendi: float | None, vendi_n: int, k: int, threshold: float) -> str:

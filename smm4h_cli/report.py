@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from smm4h_cli.cli._common import markdown_table
+from smm4h_cli.tables import markdown_table
 from smm4h_cli.io import write_json, write_records, write_text
 
 if TYPE_CHECKING:

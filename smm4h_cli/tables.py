@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 
@@ -18,9 +19,23 @@ def _md_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
+_NUMBER = re.compile(r"^[*<\[\s]*[-+]?\d[\d,.]*")
+
+
+def _numeric(value: Any) -> bool:
+    """Numbers, and cells written from numbers (``**0.812** ± 0.010``, ``< 0.001``, ``[-0.05, +0.02]``, ``–``)."""
+    if value is None or isinstance(value, bool):
+        return value is None
+    if isinstance(value, (int, float)):
+        return True
+    return value in ("", "–") or bool(_NUMBER.match(str(value)))
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], headers: dict[str, str] | None = None, digits: int = 3) -> str:
     keys = list(rows[0])
     names = [(headers or {}).get(k, k) for k in keys]
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(keys))) + "|"]
+    # The first column names the row; numbers align right, text left.
+    numeric = [i > 0 and all(_numeric(r[k]) for r in rows) for i, k in enumerate(keys)]
+    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
     lines += ["| " + " | ".join(_md_cell(format_cell(r[k], digits)) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"

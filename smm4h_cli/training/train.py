@@ -337,6 +337,12 @@ def _seed_complete(seed_dir: Path, need_test: bool) -> bool:
     return (seed_dir / METRICS).exists() and (seed_dir / "config.json").exists() and (not need_test or (seed_dir / TEST_PREDICTIONS).exists())
 
 
+def _last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it last)."""
+    done = [c for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").exists() and c.name.split("-")[-1].isdigit()]
+    return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
+
+
 def _check_resumable(seed_dir: Path, config: dict) -> None:
     path = seed_dir / TRAIN_CONFIG
     if not path.exists():
@@ -364,7 +370,6 @@ def train_one(
     """Train one seed into ``seed_dir``; returns its metrics (also written to ``metrics.json``)."""
     import torch
     from transformers import DataCollatorWithPadding, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     from smm4h_cli.models import resolve_device
 
@@ -375,7 +380,7 @@ def train_one(
     last = None
     if options.resume and checkpoints.is_dir():
         _check_resumable(seed_dir, config)
-        last = get_last_checkpoint(str(checkpoints))
+        last = _last_complete_checkpoint(checkpoints)
     if last is None and seed_dir.exists():
         shutil.rmtree(seed_dir)  # nothing to resume from: start this seed clean
     seed_dir.mkdir(parents=True, exist_ok=True)
@@ -435,6 +440,8 @@ def train_one(
 
     for noisy in (PrinterCallback, ProgressCallback):  # we never print; the CLI shows progress
         trainer.remove_callback(noisy)
+    # read before training: the Trainer rotates old checkpoints away as it goes
+    resumed_epoch = 0.0 if last is None else json.loads((Path(last) / "trainer_state.json").read_text())["epoch"]
     started = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=last)
@@ -448,7 +455,6 @@ def train_one(
     best = max(epochs, key=lambda r: r["f1"])  # the first of equal scores, as the Trainer keeps it
     trainer.save_model(str(seed_dir))
     tokenizer.save_pretrained(str(seed_dir))
-    resumed_epoch = 0.0 if last is None else json.loads((Path(last) / "trainer_state.json").read_text())["epoch"]
     trained_epochs = options.epochs - resumed_epoch
     metrics: dict[str, Any] = {
         "seed": seed,

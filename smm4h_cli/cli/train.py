@@ -107,6 +107,8 @@ def train_cli(
         balance=balance, resume=resume, force=force, seed=seed_list[0], threads=threads, warmup_ratio=warmup,
     )
     cols = columns(text_col, label_col, id_col)
+    if sum(str(p) == "-" for p in (train, validation, test, synthetic) if p is not None) > 1:
+        raise InputError("stdin ('-') can be read only once; give it for one input.")
     if test is None and train is None:
         test = sample_path(task, "test")
     train_path = train or sample_path(task, "train")
@@ -123,8 +125,6 @@ def train_cli(
                 f"{DEFAULT_SYNTHETIC} by default), or give the file with --synthetic FILE."
             )
         synthetic_frame = read_records(syn_path, cols)
-    if sum(str(p) == "-" for p in (train_path, validation_path, test, synthetic) if p is not None) > 1:
-        raise InputError("stdin ('-') can be read only once; give it for one input.")
 
     if not quiet:
         extra = f" + {synthetic_frame.height:,} synthetic" if synthetic_frame is not None else ""
@@ -144,7 +144,7 @@ def train_cli(
         row = {"seed": int(s), "best epoch": run["best_epoch"], "val F1": run["best_f1"], "val precision": run["best_precision"], "val recall": run["best_recall"]}
         if run.get("test"):
             row.update({"test F1": run["test"]["f1"], "test precision": run["test"]["precision"], "test recall": run["test"]["recall"]})
-        row["seconds"] = run["train_seconds"]
+        row["seconds"] = round(run["train_seconds"])
         rows.append(row)
     emit_table(rows, fmt, title=f"smm4h train → {options.out}")
     if not quiet:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 import time
@@ -469,11 +470,17 @@ def train_one(
         "device": device,
         "counts": counts,
     }
+    if not _main_process():  # under accelerate launch / torchrun, rank 0 writes the files
+        return metrics
     if test_frame is not None:
         metrics["test"] = _predict_test(trainer.model, tokenizer, test_frame, options, device, seed_dir)
     write_json(seed_dir / METRICS, metrics)  # last: its presence marks the seed finished
     shutil.rmtree(checkpoints, ignore_errors=True)
     return metrics
+
+
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _predict_test(model, tokenizer, test_frame: pl.DataFrame, options: TrainOptions, device: str, seed_dir: Path) -> dict | None:
@@ -574,5 +581,6 @@ def train_seeds(
     if all(t is not None for t in tests):
         for k in ("f1", "precision", "recall"):
             summary[f"test_{k}_mean"], summary[f"test_{k}_std"] = _mean_std([t[k] for t in tests])
-    write_json(options.out / SUMMARY, summary)
+    if _main_process():
+        write_json(options.out / SUMMARY, summary)
     return summary

@@ -220,3 +220,18 @@ def test_cli_bad_inputs_exit_2(cli, files, tmp_path, case, message):
     assert result.exit_code == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("train", ["--with-synthetic", "--balance", "--seeds", "--resume", "--max-length", "--threads"]),
+        ("predict", ["--threshold", "--out", "--batch-size"]),
+        ("compare", ["--bootstrap", "--names", "--format"]),
+    ],
+)
+def test_help(cli, command, options):
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    for option in options:
+        assert option in result.stdout

@@ -13,7 +13,7 @@ from smm4h_cli.cli._common import Format, IdCol, LabelCol, Quiet, TableFormat, T
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
-from smm4h_cli.training.train import BALANCES, TrainOptions, train_seeds
+from smm4h_cli.training.train import TrainOptions, train_seeds
 
 #: Where ``smm4h generate`` writes by default, and so where ``--with-synthetic`` looks.
 DEFAULT_SYNTHETIC = Path("synthetic.jsonl")
@@ -65,7 +65,7 @@ def train_cli(
     test: Annotated[Path | None, typer.Option("--test", help="Test posts to predict with each seed's best model (seed-N/test_predictions.jsonl, for smm4h compare) \\[default: the --task sample test data when --train is not given].", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder \\[default: runs/baseline, or runs/synthetic with --with-synthetic].", show_default=False)] = None,
     task: Annotated[int, typer.Option("--task", help="SMM4H task (5 or 6) whose sample data are the default inputs.")] = 5,
-    with_synthetic: Annotated[bool, typer.Option("--with-synthetic", help=f"Add the synthetic posts (--synthetic, \\[default: {DEFAULT_SYNTHETIC}], where smm4h generate writes) to the training set; never to validation or test.")] = False,
+    with_synthetic: Annotated[bool, typer.Option("--with-synthetic", help=f"Add the synthetic posts (from --synthetic FILE, by default {DEFAULT_SYNTHETIC}, where smm4h generate writes) to the training set; never to validation or test.")] = False,
     synthetic: Annotated[Path | None, typer.Option("--synthetic", help="Synthetic posts to add to training (implies --with-synthetic); unlabelled posts count as label 1.", show_default=False)] = None,
     model: Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id or local folder, e.g. microsoft/deberta-v3-large \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (the paper: 10).")] = 10,
@@ -73,7 +73,7 @@ def train_cli(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per post; batches are padded only to their longest post.")] = 128,
     warmup: Annotated[float, typer.Option("--warmup", help="Share of the steps with a linear learning-rate warm-up (the paper: 0).")] = 0.0,
-    balance: Annotated[str, typer.Option("--balance", help=f"Answer to class imbalance: {', '.join(BALANCES)} (loss weighted by inverse class frequency; positives repeated until the classes are equal).")] = "none",
+    balance: Annotated[str, typer.Option("--balance", help="Answer to class imbalance: none; class-weight (loss weighted by inverse class frequency); oversample (positives repeated until the classes are equal).")] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Training seed (weights of the new head, data order); the same seed gives the same model.")] = 0,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Several seeds in one call, e.g. 1,2,3: one seed-N folder each and a summary with mean and standard deviation.", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA with bf16/fp16 where supported, else CPU), cpu, cuda or cuda:N.")] = "auto",

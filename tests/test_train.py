@@ -239,6 +239,13 @@ def test_resume_after_interruption(data, tmp_path):
     metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
     assert metrics["resumed_from"] is not None and metrics["resumed_from"].startswith("checkpoint-")
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    # and it is the run an uninterrupted training gives (the Trainer restores data order and RNG)
+    whole = tmp_path / "whole"
+    result = CliRunner().invoke(app, [str(a) for a in _train_args(data, whole, "--epochs", "3")], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    uninterrupted = json.loads((whole / "seed-0" / "metrics.json").read_text())
+    assert [e["f1"] for e in metrics["epochs"]] == [e["f1"] for e in uninterrupted["epochs"]]
+    assert [e["loss"] for e in metrics["epochs"]] == pytest.approx([e["loss"] for e in uninterrupted["epochs"]], abs=1e-6)
     # changing a setting is refused rather than silently mixed into the resumed run
     (out / "seed-0" / "metrics.json").unlink()
     (out / "seed-0" / "checkpoints").mkdir()

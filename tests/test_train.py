@@ -192,12 +192,14 @@ def test_bad_options_exit_2(data, tmp_path, cli, extra, message):
     result = cli(*args)
     assert result.exit_code == 2, result.stdout
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()  # nothing written
 
 
 def test_bad_data_exit_2(data, tmp_path, cli):
     no_pos = write_jsonl(tmp_path / "v.jsonl", [r for r in _subset("validation", 0, 5)])
     result = cli("train", "--train", data["train"], "--validation", no_pos, "--out", tmp_path / "r", *FAST)
     assert result.exit_code == 2 and "validation posts have no positive" in result.stderr
+    assert not (tmp_path / "r").exists()
     unlabelled = write_jsonl(tmp_path / "u.jsonl", [{"text": r["text"]} for r in _subset("train", 3, 3)])
     result = cli("train", "--train", unlabelled, "--validation", data["validation"], "--out", tmp_path / "r2", *FAST)
     assert result.exit_code == 2 and "has no label column" in result.stderr

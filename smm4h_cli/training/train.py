@@ -388,11 +388,9 @@ def train_one(
     write_json(seed_dir / TRAIN_CONFIG, config)
 
     data, counts = training_set(train, synthetic, options.balance, seed)
-    val = _labelled(validation, "validation")
+    val = validation
     counts["validation"] = val.height
-    counts["validation_positives"] = int(val["label"].sum())
-    if counts["validation_positives"] == 0:
-        raise InputError("the validation posts have no positive (label 1): the best epoch is chosen by validation F1 of label 1, which needs positives.")
+    counts["validation_positives"] = _check_validation(val)
 
     model_ref = resolve_model(options)
     model, tokenizer = _load(model_ref, seed)
@@ -505,6 +503,34 @@ def _predict_saved(seed_dir: Path, test_frame: pl.DataFrame, options: TrainOptio
     return _predict_test(model, tokenizer, test_frame, options, device, seed_dir)
 
 
+def _preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFrame, synthetic: pl.DataFrame | None) -> None:
+    """Every check that can fail on bad input, before anything is written."""
+    from transformers import AutoConfig
+
+    from smm4h_cli.models import resolve_device
+
+    training_set(train, synthetic, "none", 0)
+    _check_validation(validation)
+    resolve_device(options.device)
+    model_ref = resolve_model(options)
+    quiet_transformers()
+    try:
+        AutoConfig.from_pretrained(model_ref)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"--model {model_ref}: could not load it ({first}). Give a local folder, or a Hugging Face "
+            f"id that is in the local cache (nothing is downloaded when HF_HUB_OFFLINE=1)."
+        ) from None
+
+
+def _check_validation(validation: pl.DataFrame) -> int:
+    positives = int(_labelled(validation, "validation")["label"].sum())
+    if positives == 0:
+        raise InputError("the validation posts have no positive (label 1): the best epoch is chosen by validation F1 of label 1, which needs positives.")
+    return positives
+
+
 def _prepare_out(options: TrainOptions, seeds: list[int]) -> None:
     out = options.out
     if out.exists() and not out.is_dir():
@@ -541,8 +567,7 @@ def train_seeds(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {seeds}.")
-    _labelled(train, "training")
-    _labelled(validation, "validation")
+    _preflight(options, train, validation, synthetic)
     _prepare_out(options, seeds)
     runs: dict[str, dict[str, Any]] = {}
     for seed in seeds:

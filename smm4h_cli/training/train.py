@@ -255,7 +255,7 @@ def _trainer_class(class_weights):
     from transformers import Trainer
 
     if class_weights is None:
-        return Trainer, {}
+        return Trainer
 
     class WeightedTrainer(Trainer):
         """Cross-entropy weighted by inverse class frequency (``--balance class-weight``)."""
@@ -267,7 +267,7 @@ def _trainer_class(class_weights):
             loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
             return (loss, outputs) if return_outputs else loss
 
-    return WeightedTrainer, {}
+    return WeightedTrainer
 
 
 def _progress_callback(progress: Progress | None, seed: int, epochs: int):
@@ -428,12 +428,12 @@ def train_one(
         save_only_model=False,
         **_precision(device),
     )
-    trainer_cls, extra = _trainer_class(class_weights)
+    trainer_cls = _trainer_class(class_weights)
     collator = DataCollatorWithPadding(tokenizer) if options.padding == "dynamic" else None
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=collator,
         processing_class=tokenizer, compute_metrics=_compute_metrics,
-        callbacks=[_progress_callback(progress, seed, options.epochs)], **extra,
+        callbacks=[_progress_callback(progress, seed, options.epochs)],
     )
     from transformers import PrinterCallback, ProgressCallback
 

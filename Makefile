@@ -27,8 +27,10 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest
 
+# The main job: the whole study on the Task 5 sample data with the embedded models (offline, CPU).
+# A second run finds every step up to date and only rewrites the report.
 demo: $(STAMP)
-	$(VENV)/bin/smm4h ngrams sample_data/task5/train.jsonl sample_data/task6/train.jsonl --by-label
+	$(VENV)/bin/smm4h study --task 5 --out study
 
 # Benchmarks print one result line each, with a ratio against a baseline measured in the same run.
 # Those on real data read ../shared/data/psytar (override with PSYTAR=...).

@@ -178,16 +178,36 @@ def _parse_jsonl(text: str, name: str) -> tuple[pl.DataFrame, _Where]:
 
 
 def _parse_delimited(text: str, name: str, separator: str) -> tuple[pl.DataFrame, _Where]:
-    try:
-        frame = pl.read_csv(
+    kind = "CSV" if separator == "," else "TSV"
+
+    def read(quote: str | None) -> pl.DataFrame:
+        return pl.read_csv(
             io.StringIO(text),
             separator=separator,
             infer_schema=False,  # every column as text: ids such as 00123 keep their zeros
-            quote_char='"' if separator == "," else None,  # TSV (the SMM4H layout) never quotes
+            quote_char=quote,
         )
+
+    def ragged(frame: pl.DataFrame) -> bool:  # short rows come back with empty cells
+        return frame.height > 0 and frame.null_count().sum_horizontal().item() > 0
+
+    # The SMM4H TSV layout never quotes (tweets hold stray double quotes), so a TSV is read
+    # without quoting first. A TSV that only parses cleanly with quoting (a field with a line
+    # break, as spreadsheets export them) is read with it; otherwise the first reading stands,
+    # so that the checks downstream name the offending line.
+    try:
+        frame = read('"' if separator == "," else None)
     except pl.exceptions.PolarsError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"{name}: could not be read as {'CSV' if separator == ',' else 'TSV'} ({first}).") from None
+        frame, error = None, str(exc).strip().splitlines()[0]
+    if separator == "\t" and (frame is None or ragged(frame)):
+        try:
+            quoted = read('"')
+            if not ragged(quoted):
+                frame = quoted
+        except pl.exceptions.PolarsError:
+            pass
+    if frame is None:
+        raise InputError(f"{name}: could not be read as {kind} ({error}).")
     return frame, _Where("line", offset=2)
 
 
@@ -349,12 +369,22 @@ def write_records(frame: pl.DataFrame, path: str | os.PathLike[str], *, force: b
     atomic_write(path, dump)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: str | os.PathLike[str], dump) -> None:
     """Call ``dump(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
     try:
         dump(Path(tmp))
         os.replace(tmp, p)

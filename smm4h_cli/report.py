@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from smm4h_cli.cli._common import markdown_table
+from smm4h_cli.tables import markdown_table
 from smm4h_cli.io import write_json, write_records, write_text
 
 if TYPE_CHECKING:
@@ -157,13 +157,27 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
         gen = next((g for g in generation if g["strategy"] == strategy), None)
         what = f"{gen['posts kept']:,} synthetic positives ({strategy} strategy, {gen['model']})" if gen else f"the {strategy} synthetic positives"
         direction = "raised" if pair["f1_diff"] > 0 else "lowered" if pair["f1_diff"] < 0 else "left"
-        real = "a significant" if pair["significant"] else "no significant"
+        interval_excludes_zero = pair["ci_low"] > 0 or pair["ci_high"] < 0
+        if pair["significant"]:
+            verdict = f"a significant difference ({pair['verdict']})."
+            if pair["f1_diff"] > 0:
+                verdict += " Unlike in the paper, synthetic data helped here."
+        elif interval_excludes_zero:
+            verdict = (
+                f"the evidence is mixed ({pair['verdict']}): the bootstrap interval of ΔF1 excludes 0, "
+                "but McNemar's test finds no significant difference in the errors the two models make; "
+                "more test posts or more seeds would settle it."
+            )
+        else:
+            verdict = (
+                f"{pair['verdict']} — the paper's finding that LLM-generated texts did not significantly "
+                "improve the classifier holds here."
+            )
         sentences.append(
             f"Adding {what} to the training data {direction} the test F1 of the positive class "
             f"from {baseline['f1']:.3f} to {arm['f1']:.3f} (Δ = {pair['f1_diff']:+.3f}, "
             f"{table2['confidence']:.0%} CI [{pair['ci_low']:+.3f}, {pair['ci_high']:+.3f}], "
-            f"McNemar p = {_p(pair['mcnemar_p'])}): {real} difference"
-            + (" — the paper's finding that LLM-generated texts did not significantly improve the classifier holds here." if not pair["significant"] else ".")
+            f"McNemar p = {_p(pair['mcnemar_p'])}): {verdict}"
         )
     by_group = {g["group"]: g for g in metrics["groups"]}
     ngram = {r["group"]: r for r in table3}

@@ -31,6 +31,15 @@ def test_reads_official_smm4h_tsv_without_flags(tmp_path: Path):
     assert frame["label"].to_list() == [1, 0]
 
 
+def test_reads_tsv_whose_quoted_fields_hold_line_breaks(tmp_path: Path):
+    # PsyTAR's TSV, as spreadsheets export it: a quoted sentence spanning two lines.
+    p = tmp_path / "export.tsv"
+    p.write_text('sentences\tADR\nplain one\t0\n"two lines,\na ""rage"" too"\t1\n', encoding="utf-8")
+    frame = read_records(p, Columns(text="sentences", label="ADR"))
+    assert frame["text"].to_list() == ["plain one", 'two lines,\na "rage" too']
+    assert frame["label"].to_list() == [0, 1]
+
+
 def test_maps_other_layouts_and_passes_other_columns_through(tmp_path: Path):
     p = tmp_path / "psytar.tsv"
     p.write_text("sentences\tADR\tWD\nfelt dizzy all day\t1\t0\nworks well\t0\t0\n", encoding="utf-8")
@@ -62,6 +71,16 @@ def test_write_refuses_to_replace_without_force(tmp_path: Path, tiny: Path):
     assert out.read_text() == "precious\n"
     write_records(frame, out, force=True)
     assert read_records(out).height == 6
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path, tiny: Path):
+    import os
+
+    out = tmp_path / "out.jsonl"
+    write_records(read_records(tiny), out)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # as open() makes them, not mkstemp's 0600
 
 
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path):

@@ -61,6 +61,12 @@ from smm4h_cli.cli import ngrams as _ngrams  # noqa: E402  (registers its comman
 _ngrams.register(app)
 from smm4h_cli.cli import embed_cluster as _embed_cluster; _embed_cluster.register(app)  # noqa: E402,E702
 
+from smm4h_cli.cli import compare as _compare, predict as _predict, train as _train  # noqa: E402
+
+_train.register(app)
+_predict.register(app)
+_compare.register(app)
+
 
 def main() -> None:
     app(prog_name="smm4h")

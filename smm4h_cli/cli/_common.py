@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from smm4h_cli.io import Columns
+from smm4h_cli.tables import format_cell, markdown_table  # noqa: F401 (markdown_table: re-exported for the commands)
 
 #: Messages, warnings and progress go to stderr; stdout carries only the product.
 err = Console(stderr=True, highlight=False)
@@ -26,9 +27,9 @@ class TableFormat(str, Enum):
     markdown = "markdown"
 
 
-TextCol = Annotated[str | None, typer.Option("--text-col", help="Column holding the post text [default: text].")]
-LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column holding the 0/1 label [default: label].")]
-IdCol = Annotated[str | None, typer.Option("--id-col", help="Column holding the post id [default: id or tweet_id; generated if absent].")]
+TextCol = Annotated[str | None, typer.Option("--text-col", help="Column holding the post text \\[default: text].")]
+LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column holding the 0/1 label \\[default: label].")]
+IdCol = Annotated[str | None, typer.Option("--id-col", help="Column holding the post id \\[default: id or tweet_id; generated if absent].")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs and seed give the same output.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
@@ -42,27 +43,6 @@ def columns(text_col: str | None, label_col: str | None, id_col: str | None) -> 
 def show_progress(quiet: bool) -> bool:
     """Progress bars only where a person watches: stderr is a terminal and --quiet is off."""
     return not quiet and err.is_terminal
-
-
-def _cell(value: Any, digits: int) -> str:
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return "" if value is None else str(value)
-
-
-def _md_cell(text: str) -> str:
-    """A table cell that cannot break the table: pipes escaped, line breaks flattened."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], headers: dict[str, str] | None = None, digits: int = 3) -> str:
-    keys = list(rows[0])
-    names = [(headers or {}).get(k, k) for k in keys]
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(keys))) + "|"]
-    lines += ["| " + " | ".join(_md_cell(_cell(r[k], digits)) for k in keys) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def emit_table(
@@ -90,7 +70,7 @@ def emit_table(
         for i, key in enumerate(rows[0]):
             table.add_column((headers or {}).get(key, key), justify="left" if i == 0 else "right", no_wrap=i == 0)
         for r in rows:
-            table.add_row(*(_cell(v, digits) for v in r.values()))
+            table.add_row(*(format_cell(v, digits) for v in r.values()))
         out = Console(highlight=False)
         if not out.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
             out = Console(highlight=False, width=200)

@@ -1,0 +1,190 @@
+"""``smm4h compare``: the paper's Table 2, with confidence intervals and significance tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, markdown_table
+from smm4h_cli.errors import InputError
+from smm4h_cli.io import read_records, short_names
+from smm4h_cli.training.compare import Comparison, compare
+from smm4h_cli.training.train import TEST_PREDICTIONS
+
+
+def arm_files(spec: str) -> list[Path]:
+    """The prediction files of one arm: a file, comma-separated files (one per seed), or a run folder."""
+    parts = [Path(p) for p in spec.split(",") if p.strip()]
+    files: list[Path] = []
+    for p in parts:
+        if p.is_dir():
+            if (p / TEST_PREDICTIONS).exists():
+                files.append(p / TEST_PREDICTIONS)
+                continue
+            found = sorted(p.glob(f"seed-*/{TEST_PREDICTIONS}"), key=lambda f: _seed_number(f.parent.name))
+            if not found:
+                raise InputError(
+                    f"{p} holds no test predictions (seed-N/{TEST_PREDICTIONS}). Train with --test TEST, "
+                    f"or predict the test set with smm4h predict and give that file."
+                )
+            files += found
+        else:
+            files.append(p)
+    if not files:
+        raise InputError(f"'{spec}' names no prediction file.")
+    return files
+
+
+def _seed_number(name: str) -> int:
+    m = re.fullmatch(r"seed-(-?\d+)", name)
+    return int(m.group(1)) if m else 0
+
+
+def _arm_name(spec: str) -> str:
+    parts = [p for p in spec.split(",") if p.strip()]
+    p = Path(parts[0])
+    if p.is_dir():
+        return p.name
+    return short_names([p])[0]
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _cell(arm: dict, metric: str, winners: dict, bold: tuple[str, str]) -> str:
+    text = f"{arm[metric]:.3f}"
+    if arm[f"{metric}_std"] is not None:
+        text += f" ± {arm[f'{metric}_std']:.3f}"
+    if arm["arm"] in winners[metric]:
+        text = f"{bold[0]}{text}{bold[1]}"
+    return text
+
+
+def _rows(result: dict, bold: tuple[str, str]) -> tuple[list[dict], list[dict]]:
+    arms = [
+        {"arm": a["arm"], **{m: _cell(a, m, result["winners"], bold) for m in ("f1", "precision", "recall")}, "seeds": a["seeds"]}
+        for a in result["arms"]
+    ]
+    conf = f"{result['confidence']:.0%}"
+    pairs = [
+        {
+            "comparison": f"{p['b']} vs {p['a']}",
+            "ΔF1": f"{p['f1_diff']:+.3f}",
+            f"{conf} CI": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
+            "McNemar p": _p(p["mcnemar_p"]),
+            "verdict": p["verdict"],
+        }
+        for p in result["pairs"]
+    ]
+    return arms, pairs
+
+
+def flat_rows(result: dict) -> list[dict[str, Any]]:
+    """One row per arm with its difference from the first arm (CSV)."""
+    pairs = {p["b"]: p for p in result["pairs"]}
+    rows = []
+    for a in result["arms"]:
+        p = pairs.get(a["arm"], {})
+        rows.append({
+            **{k: a[k] for k in ("arm", "f1", "precision", "recall", "f1_std", "precision_std", "recall_std", "seeds")},
+            "winner": ",".join(m for m in ("f1", "precision", "recall") if a["arm"] in result["winners"][m]),
+            **{k: p.get(k) for k in ("f1_diff", "ci_low", "ci_high", "only_a_correct", "only_b_correct", "mcnemar_p", "p_adjusted", "significant", "verdict")},
+        })
+    return rows
+
+
+def _caption(result: dict, star: bool = False) -> str:
+    return (
+        f"{result['test_posts']:,} test posts ({result['test_positives']:,} positive); scores of label 1, "
+        f"mean ± std over seeds; the best of each column in bold{' (*)' if star else ''}. CI: paired bootstrap over test posts ({result['bootstrap']:,} resamples, "
+        f"seed {result['seed']}); McNemar's exact test on the posts the arms label differently (majority vote of seeds)"
+        + ("; p Holm-adjusted across pairs in the verdict." if len(result["pairs"]) > 1 else ".")
+    )
+
+
+def render(comparison: Comparison, fmt: TableFormat) -> None:
+    result = comparison.to_dict()
+    if fmt is TableFormat.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    if fmt is TableFormat.csv:
+        rows = flat_rows(result)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+        return
+    if fmt is TableFormat.markdown:
+        arms, pairs = _rows(result, ("**", "**"))
+        text = markdown_table(arms, {"f1": "F1", "precision": "Precision", "recall": "Recall"})
+        if pairs:
+            text += "\n" + markdown_table(pairs)
+        sys.stdout.write(text + "\n" + _caption(result) + "\n")
+        return
+    arms, pairs = _rows(result, ("[bold]", " *[/bold]"))
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, width=200)
+    table = Table(title="Table 2: F1, precision and recall of label 1")
+    for i, key in enumerate(arms[0]):
+        table.add_column({"f1": "F1", "precision": "Precision", "recall": "Recall"}.get(key, key), justify="left" if i == 0 else "right")
+    for r in arms:
+        table.add_row(*(str(v) for v in r.values()))
+    out.print(table)
+    if pairs:
+        diff = Table(title=f"Is the difference real? (vs {result['arms'][0]['arm']})")
+        for i, key in enumerate(pairs[0]):
+            diff.add_column(key, justify="left" if i in (0, 4) else "right")
+        for r in pairs:
+            diff.add_row(*(str(v) for v in r.values()))
+        out.print(diff)
+    out.print(_caption(result, star=True), style="dim", soft_wrap=True)
+
+
+def compare_cli(
+    predictions: Annotated[list[str], typer.Argument(help="One argument per arm: a predictions file (smm4h predict), comma-separated files (one per seed), or a run folder of smm4h train --test (all its seeds). The first arm is the reference.", show_default=False)],
+    names: Annotated[str | None, typer.Option("--names", help="Comma-separated arm names \\[default: the file or folder names].", show_default=False)] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Paired bootstrap resamples of the test posts.")] = 10_000,
+    seed: Seed = 0,
+    fmt: Format = TableFormat.table,
+    text_col: TextCol = None,
+    label_col: LabelCol = None,
+    id_col: IdCol = None,
+) -> None:
+    """Compare classifiers on the same labelled test set: the paper's Table 2, and whether each
+    difference is real.
+
+    F1, precision and recall of label 1 per arm (mean ± std over seeds), the winner of each
+    column marked; for every arm against the first: the difference in F1 with a 95% paired
+    bootstrap interval, McNemar's exact test, and a verdict in words. Example:
+
+        smm4h compare runs/baseline runs/synthetic
+    """
+    specs = predictions
+    if any(s == "-" for s in specs):
+        raise InputError("compare reads prediction files or run folders, not stdin: write the predictions to a file first.")
+    arm_names = [n.strip() for n in names.split(",")] if names is not None else None
+    if arm_names is not None and len(arm_names) != len(specs):
+        raise InputError(f"--names gives {len(arm_names)} names for {len(specs)} arms; give one name per arm.")
+    if arm_names is None:
+        arm_names = [_arm_name(s) for s in specs]
+        if len(set(arm_names)) != len(arm_names):
+            arm_names = [f"{i + 1}:{n}" for i, n in enumerate(arm_names)]
+    cols = columns(text_col, label_col, id_col)
+    arms = [[read_records(f, cols, require_label=True) for f in arm_files(s)] for s in specs]
+    render(compare(arms, arm_names, bootstrap, seed), fmt)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare", help=compare_cli.__doc__, short_help="Table 2 with confidence intervals, McNemar tests and a verdict.")(compare_cli)

@@ -1,0 +1,58 @@
+"""``smm4h predict``: add ``pred`` and ``prob`` to every post with a trained classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smm4h_cli.cli._common import Force, IdCol, LabelCol, Quiet, TextCol, columns, err
+from smm4h_cli.io import check_writable, read_records, write_records
+from smm4h_cli.training.metrics import binary_scores
+from smm4h_cli.training.predict import PredictOptions, predict
+
+
+def predict_cli(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder of smm4h train (its only seed-N is used), a seed-N folder, or any transformers classifier folder.", show_default=False)],
+    input: Annotated[str, typer.Argument(help="Posts to label (.jsonl, .parquet, .csv, .tsv); '-' reads JSON lines from stdin.", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Predictions file (format by extension); '-' writes JSON lines to stdout.")] = "-",
+    threshold: Annotated[float, typer.Option("--threshold", help="pred = 1 where prob (of label 1) >= threshold.")] = 0.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Posts per forward pass.")] = 64,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="Tokens kept per post \\[default: the run's training value].", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads \\[default: torch's].", show_default=False)] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+    text_col: TextCol = None,
+    label_col: LabelCol = None,
+    id_col: IdCol = None,
+) -> None:
+    """Add pred and prob (probability of label 1) to every record; other columns pass through.
+
+    When the input has labels, F1, precision and recall of label 1 and the confusion matrix go
+    to stderr. Example:
+
+        smm4h predict runs/baseline sample_data/task5/test.jsonl --out predictions.jsonl
+    """
+    options = PredictOptions(threshold=threshold, batch_size=batch_size, max_length=max_length, device=device, threads=threads)
+    check_writable(out, force)
+    frame = read_records(input, columns(text_col, label_col, id_col))
+    result = predict(run_dir, frame, options)
+    write_records(result, out, force=force)
+    if quiet:
+        return
+    if "label" in result.columns:
+        s = binary_scores(result["label"], result["pred"])
+        err.print(
+            f"{result.height:,} posts: F1 {s.f1:.3f}, precision {s.precision:.3f}, recall {s.recall:.3f} (label 1, threshold {threshold})\n"
+            f"confusion matrix    pred 0  pred 1\n"
+            f"  label 0         {s.tn:>7,} {s.fp:>7,}\n"
+            f"  label 1         {s.fn:>7,} {s.tp:>7,}"
+        )
+    else:
+        err.print(f"{result.height:,} posts predicted: {int(result['pred'].sum()):,} labelled 1.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict", help=predict_cli.__doc__, short_help="Add pred and prob to every post with a trained classifier.")(predict_cli)

@@ -1,0 +1,158 @@
+"""``smm4h train``: fine-tune the classifier with or without synthetic posts (paper §3.2)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from smm4h_cli.cli._common import Format, IdCol, LabelCol, Quiet, TableFormat, TextCol, columns, emit_table, err, show_progress
+from smm4h_cli.errors import InputError
+from smm4h_cli.io import read_records
+from smm4h_cli.sample import sample_path
+from smm4h_cli.training.train import TrainOptions, train_seeds
+
+#: Where ``smm4h generate`` writes by default, and so where ``--with-synthetic`` looks.
+DEFAULT_SYNTHETIC = Path("synthetic.jsonl")
+
+
+def parse_seeds(value: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--seeds takes comma-separated integers such as 1,2,3; got '{value}'.") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds takes distinct integers such as 1,2,3; got '{value}'.")
+    return seeds
+
+
+class _Display:
+    """A Rich progress line on stderr: seed, epoch, step, loss and the last validation F1."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "skipped":
+            err.print(f"seed {event['seed']}: already finished, kept")
+            return
+        if kind == "seed_done":
+            m = event["metrics"]
+            err.print(f"seed {event['seed']}: best epoch {m['best_epoch']}, validation F1 {m['best']['f1']:.3f}")
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+                self.task = None
+            return
+        if self.task is None:
+            self.task = self.progress.add_task("", total=event["steps"] or None)
+        epoch = min(event["epochs"], int(event["epoch"]) + 1) if kind != "evaluate" else round(event["epoch"])
+        loss = "–" if event["loss"] is None else f"{event['loss']:.3f}"
+        f1 = "–" if event["val_f1"] is None else f"{event['val_f1']:.3f}"
+        self.progress.update(
+            self.task, total=event["steps"], completed=event["step"],
+            description=f"seed {event['seed']} · epoch {epoch}/{event['epochs']} · loss {loss} · val F1 {f1}",
+        )
+
+
+def train_cli(
+    train: Annotated[Path | None, typer.Option("--train", help="Labelled training posts \\[default: the --task sample data].", show_default=False)] = None,
+    validation: Annotated[Path | None, typer.Option("--validation", help="Labelled validation posts; the best epoch is chosen on them \\[default: the --task sample data].", show_default=False)] = None,
+    test: Annotated[Path | None, typer.Option("--test", help="Test posts to predict with each seed's best model (seed-N/test_predictions.jsonl, for smm4h compare) \\[default: the --task sample test data when --train is not given].", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder \\[default: runs/baseline, or runs/synthetic with --with-synthetic].", show_default=False)] = None,
+    task: Annotated[int, typer.Option("--task", help="SMM4H task (5 or 6) whose sample data are the default inputs.")] = 5,
+    with_synthetic: Annotated[bool, typer.Option("--with-synthetic", help=f"Add the synthetic posts (from --synthetic FILE, by default {DEFAULT_SYNTHETIC}, where smm4h generate writes) to the training set; never to validation or test.")] = False,
+    synthetic: Annotated[Path | None, typer.Option("--synthetic", help="Synthetic posts to add to training (implies --with-synthetic); unlabelled posts count as label 1.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id or local folder, e.g. microsoft/deberta-v3-large \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (the paper: 10).")] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate, decaying linearly to 0 (the paper: 5e-5).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per post; batches are padded only to their longest post.")] = 128,
+    warmup: Annotated[float, typer.Option("--warmup", help="Share of the steps with a linear learning-rate warm-up (the paper: 0).")] = 0.0,
+    balance: Annotated[str, typer.Option("--balance", help="Answer to class imbalance: none; class-weight (loss weighted by inverse class frequency); oversample (positives repeated until the classes are equal).")] = "none",
+    seed: Annotated[int, typer.Option("--seed", help="Training seed (weights of the new head, data order); the same seed gives the same model.")] = 0,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Several seeds in one call, e.g. 1,2,3: one seed-N folder each and a summary with mean and standard deviation.", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA with bf16/fp16 where supported, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads \\[default: torch's].", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run from each seed's last checkpoint; finished seeds are kept.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run in --out.")] = False,
+    fmt: Format = TableFormat.table,
+    quiet: Quiet = False,
+    text_col: TextCol = None,
+    label_col: LabelCol = None,
+    id_col: IdCol = None,
+) -> None:
+    """Fine-tune a classifier with the Hugging Face Trainer, as the paper: 10 epochs, learning rate
+    5e-5 decaying linearly to 0, validation F1 of label 1 after every epoch, the best epoch kept.
+
+    The run folder holds one seed-N folder per seed (model and tokenizer, loadable by transformers;
+    metrics.json; train_config.json; test_predictions.jsonl with --test) and summary.json. The table
+    of best validation scores (and test scores with --test) goes to stdout. Examples:
+
+        smm4h train --epochs 3
+
+        smm4h train --with-synthetic --seeds 1,2,3
+
+        smm4h train --train train.tsv --validation dev.tsv --test test.tsv --out runs/base
+    """
+    with_synthetic = with_synthetic or synthetic is not None
+    seed_list = parse_seeds(seeds) if seeds is not None else [seed]
+    options = TrainOptions(
+        out=out or Path("runs/synthetic" if with_synthetic else "runs/baseline"),
+        model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, device=device,
+        balance=balance, resume=resume, force=force, seed=seed_list[0], threads=threads, warmup_ratio=warmup,
+    )
+    cols = columns(text_col, label_col, id_col)
+    if sum(str(p) == "-" for p in (train, validation, test, synthetic) if p is not None) > 1:
+        raise InputError("stdin ('-') can be read only once; give it for one input.")
+    if test is None and train is None:
+        test = sample_path(task, "test")
+    train_path = train or sample_path(task, "train")
+    validation_path = validation or sample_path(task, "validation")
+    train_frame = read_records(train_path, cols, require_label=True)
+    validation_frame = read_records(validation_path, cols, require_label=True)
+    test_frame = read_records(test, cols) if test is not None else None
+    synthetic_frame = None
+    if with_synthetic:
+        syn_path = synthetic or DEFAULT_SYNTHETIC
+        if not Path(syn_path).exists() and str(syn_path) != "-":
+            raise InputError(
+                f"{syn_path}: no such file of synthetic posts. Run smm4h generate first (it writes "
+                f"{DEFAULT_SYNTHETIC} by default), or give the file with --synthetic FILE."
+            )
+        synthetic_frame = read_records(syn_path, cols)
+
+    if not quiet:
+        extra = f" + {synthetic_frame.height:,} synthetic" if synthetic_frame is not None else ""
+        err.print(
+            f"Training {options.model_name} on {train_frame.height:,} posts{extra} "
+            f"(validation {validation_frame.height:,}), {epochs} epochs, seeds {', '.join(map(str, seed_list))} → {options.out}",
+            soft_wrap=True,
+        )
+    show = show_progress(quiet)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+    display = _Display(progress) if show else None
+    with progress if show else nullcontext():
+        summary = train_seeds(options, seed_list, train_frame, validation_frame, synthetic_frame, progress=display, test_frame=test_frame)
+
+    rows = []
+    for s, run in summary["runs"].items():
+        row = {"seed": int(s), "best epoch": run["best_epoch"], "val F1": run["best_f1"], "val precision": run["best_precision"], "val recall": run["best_recall"]}
+        if run.get("test"):
+            row.update({"test F1": run["test"]["f1"], "test precision": run["test"]["precision"], "test recall": run["test"]["recall"]})
+        row["seconds"] = round(run["train_seconds"])
+        rows.append(row)
+    emit_table(rows, fmt, title=f"smm4h train → {options.out}")
+    if not quiet:
+        if len(seed_list) > 1:
+            std = summary["best_f1_std"]
+            err.print(f"validation F1 over {len(seed_list)} seeds: {summary['best_f1_mean']:.3f} ± {std:.3f}")
+        err.print(f"Saved {options.out}/summary.json and {', '.join(f'seed-{s}' for s in seed_list)}/ (model, tokenizer, metrics.json).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=train_cli.__doc__, short_help="Fine-tune the classifier with or without synthetic posts (paper §3.2).")(train_cli)

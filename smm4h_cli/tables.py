@@ -1,0 +1,41 @@
+"""Plain-text renderings of result tables, shared by the commands and the study report."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+
+def format_cell(value: Any, digits: int) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def _md_cell(text: str) -> str:
+    """A table cell that cannot break the table: pipes escaped, line breaks flattened."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+_NUMBER = re.compile(r"^[*<\[\s]*[-+]?\d[\d,.]*")
+
+
+def _numeric(value: Any) -> bool:
+    """Numbers, and cells written from numbers (``**0.812** ± 0.010``, ``< 0.001``, ``[-0.05, +0.02]``, ``–``)."""
+    if value is None or isinstance(value, bool):
+        return value is None
+    if isinstance(value, (int, float)):
+        return True
+    return value in ("", "–") or bool(_NUMBER.match(str(value)))
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], headers: dict[str, str] | None = None, digits: int = 3) -> str:
+    keys = list(rows[0])
+    names = [(headers or {}).get(k, k) for k in keys]
+    # The first column names the row; numbers align right, text left.
+    numeric = [i > 0 and all(_numeric(r[k]) for r in rows) for i, k in enumerate(keys)]
+    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
+    lines += ["| " + " | ".join(_md_cell(format_cell(r[k], digits)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

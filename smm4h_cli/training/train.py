@@ -1,0 +1,611 @@
+"""Fine-tuning a sequence classifier as in the paper (§3.2), with the Hugging Face ``Trainer``.
+
+The paper's defaults: 10 epochs, learning rate 5e-5 decaying linearly to 0, evaluation on the
+validation set after every epoch by F1 of the positive class, and the best epoch kept. Beyond
+the paper: the classic answers to class imbalance (class weighting, oversampling) and several
+training seeds in one call.
+
+A run folder (``TrainOptions.out``) holds one ``seed-N`` folder per seed and ``summary.json``.
+Each seed folder holds the best model and its tokenizer (``from_pretrained(seed_dir)`` works),
+``metrics.json`` (per epoch validation scores, best epoch, time, counts), ``train_config.json``
+(the exact configuration) and, when a test set is given, ``test_predictions.jsonl``. While a
+seed trains, its ``checkpoints/`` hold the best and the last epoch so that ``resume`` can go on
+after an interruption; they are removed once the seed is finished.
+
+Speed on CPU comes from dynamic padding (``DataCollatorWithPadding``) and length-grouped
+batches (``group_by_length``): a batch is padded to its own longest post, not to ``max_length``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from smm4h_cli.errors import InputError, RunError
+from smm4h_cli.io import write_json, write_records
+from smm4h_cli.training.metrics import binary_scores
+from smm4h_cli.training.predict import TRAIN_CONFIG, positive_probabilities, set_threads, with_predictions
+
+BALANCES = ("none", "class-weight", "oversample")
+PADDINGS = ("dynamic", "max_length")
+SUMMARY = "summary.json"
+METRICS = "metrics.json"
+TEST_PREDICTIONS = "test_predictions.jsonl"
+CHECKPOINTS = "checkpoints"
+#: Settings that must match for --resume to go on with a run (the rest may change: device, threads).
+_RESUME_KEYS = ("model", "epochs", "lr", "batch_size", "max_length", "balance", "warmup_ratio", "weight_decay", "padding", "group_by_length")
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainOptions:
+    """Options of ``smm4h train``.
+
+    Fields:
+        out (Path, "run"): run folder; one ``seed-N`` folder per seed and ``summary.json``.
+        model (str | None, None): Hugging Face id or local folder; None = the embedded all-MiniLM-L6-v2.
+        epochs (int, 10): training epochs (the paper: 10).
+        lr (float, 5e-5): peak learning rate, decaying linearly to 0 (the paper).
+        batch_size (int, 32): training batch size.
+        max_length (int, 128): tokens kept per post (longer posts are truncated).
+        device (str, "auto"): ``auto`` (CUDA with bf16/fp16 where supported, else CPU), ``cpu``, ``cuda``.
+        balance (str, "none"): ``none``, ``class-weight`` (loss weighted by inverse class frequency)
+            or ``oversample`` (positives repeated until the classes are equal).
+        resume (bool, False): go on from each seed's last checkpoint; finished seeds are kept.
+        force (bool, False): replace an existing run.
+        seed (int, 0): the seed of a single-seed run (``train_seeds`` takes the list).
+        threads (int | None, None): torch CPU threads; None keeps torch's default.
+        warmup_ratio (float, 0.0): share of steps with a linear warm-up (the paper: none).
+        weight_decay (float, 0.0): AdamW weight decay.
+        eval_batch_size (int, 64): batch size of evaluation and prediction.
+        padding (str, "dynamic"): ``dynamic`` (pad each batch to its longest post) or
+            ``max_length`` (pad everything; only for the speed benchmark).
+        group_by_length (bool, True): batches of posts of similar length (with random order).
+    """
+
+    out: Path = Path("run")
+    model: str | None = None
+    epochs: int = 10
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    device: str = "auto"
+    balance: str = "none"
+    resume: bool = False
+    force: bool = False
+    seed: int = 0
+    threads: int | None = None
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    eval_batch_size: int = 64
+    padding: str = "dynamic"
+    group_by_length: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1; got {self.epochs}."),
+            (self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number; got {self.lr}."),
+            (self.batch_size >= 1, f"--batch-size must be at least 1; got {self.batch_size}."),
+            (self.eval_batch_size >= 1, f"eval batch size must be at least 1; got {self.eval_batch_size}."),
+            (self.max_length >= 8, f"--max-length must be at least 8 tokens; got {self.max_length}."),
+            (self.balance in BALANCES, f"--balance must be one of {', '.join(BALANCES)}; got '{self.balance}'."),
+            (self.padding in PADDINGS, f"padding must be one of {', '.join(PADDINGS)}; got '{self.padding}'."),
+            (self.threads is None or self.threads >= 1, f"--threads must be at least 1; got {self.threads}."),
+            (0.0 <= self.warmup_ratio < 1.0, f"--warmup must be in [0, 1); got {self.warmup_ratio}."),
+            (self.weight_decay >= 0, f"--weight-decay must be 0 or more; got {self.weight_decay}."),
+            (not (self.resume and self.force), "--resume and --force contradict each other: resume keeps the run, force replaces it. Pass one."),
+            (
+                self.device == "auto" or self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:"),
+                f"--device must be auto, cpu, cuda or cuda:N; got '{self.device}'.",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    @property
+    def model_name(self) -> str:
+        from smm4h_cli.models import EMBEDDED_MINILM
+
+        return self.model or EMBEDDED_MINILM
+
+    def config(self) -> dict[str, Any]:
+        """The exact configuration, as written to ``train_config.json``."""
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["model"] = self.model_name
+        for transient in ("resume", "force"):
+            d.pop(transient)
+        return d
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _labelled(frame: pl.DataFrame, what: str) -> pl.DataFrame:
+    if "label" not in frame.columns:
+        raise InputError(f"the {what} posts have no label column; training needs 0/1 labels (name the column with --label-col).")
+    return frame
+
+
+def training_set(train: pl.DataFrame, synthetic: pl.DataFrame | None, balance: str, seed: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The posts to train on (raw + synthetic, oversampled if asked) and their counts.
+
+    Synthetic posts without a label are positives (that is what ``smm4h generate`` writes).
+    """
+    raw = _labelled(train, "training").select("text", pl.col("label").cast(pl.Int64)).with_columns(pl.lit("raw").alias("source"))
+    parts = [raw]
+    n_syn = 0
+    if synthetic is not None:
+        syn = synthetic if "label" in synthetic.columns else synthetic.with_columns(pl.lit(1).alias("label"))
+        syn = syn.select("text", pl.col("label").cast(pl.Int64)).with_columns(pl.lit("synthetic").alias("source"))
+        n_syn = syn.height
+        parts.append(syn)
+    data = pl.concat(parts)
+    positives = int(data["label"].sum())
+    if positives == 0 or positives == data.height:
+        raise InputError(
+            f"the training posts are all label {int(positives > 0)}: a classifier needs both labels "
+            f"(found {positives} positive of {data.height})."
+        )
+    oversampled = 0
+    if balance == "oversample":
+        counts = {0: data.height - positives, 1: positives}
+        minority = min(counts, key=counts.get)
+        need = counts[1 - minority] - counts[minority]
+        pool = data.filter(pl.col("label") == minority)
+        rng = np.random.default_rng(seed)
+        extra = pool[rng.integers(0, pool.height, size=need).tolist()]
+        data = pl.concat([data, extra])
+        oversampled = need
+    counts = {
+        "raw_train": raw.height,
+        "raw_train_positives": int(raw["label"].sum()),
+        "synthetic": n_syn,
+        "oversampled": oversampled,
+        "train_total": data.height,
+        "train_positives": int(data["label"].sum()),
+    }
+    return data, counts
+
+
+class _Posts:
+    """A list of tokenized posts, the shape the ``Trainer`` and its length grouping accept."""
+
+    def __init__(self, features: list[dict[str, Any]]):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.features[i]
+
+
+def _tokenize(tokenizer, frame: pl.DataFrame, options: TrainOptions) -> _Posts:
+    padding = "max_length" if options.padding == "max_length" else False
+    enc = tokenizer(frame["text"].to_list(), truncation=True, max_length=options.max_length, padding=padding)
+    labels = frame["label"].to_list()
+    keys = list(enc.keys())
+    return _Posts([{**{k: enc[k][i] for k in keys}, "labels": labels[i]} for i in range(len(labels))])
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def resolve_model(options: TrainOptions) -> str:
+    """The folder or id to load: the embedded MiniLM when no model is given."""
+    if options.model is None:
+        from smm4h_cli.models import minilm_path
+
+        return str(minilm_path())
+    return options.model
+
+
+def quiet_transformers() -> None:
+    """No load reports, warnings or tqdm bars from transformers: library code never prints."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _load(model_ref: str, seed: int):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    quiet_transformers()
+
+    set_seed(seed)  # the new classification head starts from the same weights for the same seed
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_ref)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_ref, num_labels=2, id2label={0: "0", 1: "1"}, label2id={"0": 0, "1": 1}
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"--model {model_ref}: could not load it ({first}). Give a local folder, or a Hugging Face "
+            f"id that is in the local cache (nothing is downloaded when HF_HUB_OFFLINE=1)."
+        ) from None
+    return model, tokenizer
+
+
+def _precision(device: str) -> dict[str, bool]:
+    if not device.startswith("cuda"):
+        return {}
+    import torch
+
+    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+
+
+def _trainer_class(class_weights):
+    import torch
+    from transformers import Trainer
+
+    if class_weights is None:
+        return Trainer
+
+    class WeightedTrainer(Trainer):
+        """Cross-entropy weighted by inverse class frequency (``--balance class-weight``)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            weight = torch.tensor(class_weights, dtype=outputs.logits.dtype, device=outputs.logits.device)
+            loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedTrainer
+
+
+def _progress_callback(progress: Progress | None, seed: int, epochs: int):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self):
+            self.loss = None
+            self.f1 = None
+
+        def _emit(self, state, kind):
+            if progress is not None:
+                progress({
+                    "event": kind, "seed": seed, "epoch": state.epoch or 0.0, "epochs": epochs,
+                    "step": state.global_step, "steps": state.max_steps, "loss": self.loss, "val_f1": self.f1,
+                })
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._emit(state, "begin")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self._emit(state, "step")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and "eval_f1" in metrics:
+                self.f1 = float(metrics["eval_f1"])
+            self._emit(state, "evaluate")
+
+    return ProgressCallback()
+
+
+def _compute_metrics(eval_pred) -> dict[str, float]:
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    scores = binary_scores(eval_pred.label_ids, np.asarray(logits).argmax(axis=-1))
+    return {"f1": scores.f1, "precision": scores.precision, "recall": scores.recall}
+
+
+def _epoch_table(log_history: list[dict]) -> list[dict[str, Any]]:
+    """Per epoch: validation F1/precision/recall/loss and the mean training loss of that epoch."""
+    rows: dict[int, dict[str, Any]] = {}
+    train_losses: dict[int, list[float]] = {}
+    for entry in log_history:
+        epoch = entry.get("epoch")
+        if epoch is None:
+            continue
+        if "eval_f1" in entry:
+            e = round(epoch)
+            rows[e] = {
+                "epoch": e, "f1": entry["eval_f1"], "precision": entry["eval_precision"],
+                "recall": entry["eval_recall"], "loss": entry["eval_loss"], "step": entry.get("step"),
+            }
+        elif "loss" in entry:
+            train_losses.setdefault(max(1, math.ceil(epoch - 1e-9)), []).append(entry["loss"])
+    for e, row in rows.items():
+        losses = train_losses.get(e)
+        row["train_loss"] = sum(losses) / len(losses) if losses else None
+    return [rows[e] for e in sorted(rows)]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _seed_complete(seed_dir: Path, need_test: bool) -> bool:
+    return (seed_dir / METRICS).exists() and (seed_dir / "config.json").exists() and (not need_test or (seed_dir / TEST_PREDICTIONS).exists())
+
+
+def _last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it last)."""
+    done = [c for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").exists() and c.name.split("-")[-1].isdigit()]
+    return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
+
+
+def _check_resumable(seed_dir: Path, config: dict) -> None:
+    path = seed_dir / TRAIN_CONFIG
+    if not path.exists():
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    changed = [k for k in _RESUME_KEYS if old.get(k) != config.get(k)]
+    if changed:
+        k = changed[0]
+        raise InputError(
+            f"{seed_dir} was started with {k} = {old.get(k)!r}, not {config.get(k)!r}: --resume goes on "
+            f"with the same settings only. Pass the same options, or --force to start over."
+        )
+
+
+def train_one(
+    options: TrainOptions,
+    seed: int,
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    synthetic: pl.DataFrame | None,
+    seed_dir: Path,
+    progress: Progress | None = None,
+    test_frame: pl.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Train one seed into ``seed_dir``; returns its metrics (also written to ``metrics.json``)."""
+    import torch
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    from smm4h_cli.models import resolve_device
+
+    device = resolve_device(options.device)
+    set_threads(options.threads)
+    config = {**options.config(), "seed": seed, "device": device}
+    checkpoints = seed_dir / CHECKPOINTS
+    last = None
+    if options.resume and checkpoints.is_dir():
+        _check_resumable(seed_dir, config)
+        last = _last_complete_checkpoint(checkpoints)
+    if last is None and seed_dir.exists():
+        shutil.rmtree(seed_dir)  # nothing to resume from: start this seed clean
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    write_json(seed_dir / TRAIN_CONFIG, config)
+
+    data, counts = training_set(train, synthetic, options.balance, seed)
+    val = validation
+    counts["validation"] = val.height
+    counts["validation_positives"] = _check_validation(val)
+
+    model_ref = resolve_model(options)
+    model, tokenizer = _load(model_ref, seed)
+    train_ds, val_ds = _tokenize(tokenizer, data, options), _tokenize(tokenizer, val, options)
+    class_weights = None
+    if options.balance == "class-weight":
+        pos = counts["train_positives"]
+        neg = counts["train_total"] - pos
+        class_weights = [counts["train_total"] / (2 * neg), counts["train_total"] / (2 * pos)]
+
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=options.epochs,
+        learning_rate=options.lr,
+        lr_scheduler_type="linear",
+        warmup_steps=options.warmup_ratio,  # a float below 1 is a share of the steps
+        weight_decay=options.weight_decay,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.eval_batch_size,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=max(1, min(10, math.ceil(counts["train_total"] / options.batch_size))),  # a training loss every epoch
+        train_sampling_strategy="group_by_length" if options.group_by_length else "random",
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=device == "cpu",
+        save_only_model=False,
+        **_precision(device),
+    )
+    trainer_cls = _trainer_class(class_weights)
+    collator = DataCollatorWithPadding(tokenizer) if options.padding == "dynamic" else None
+    trainer = trainer_cls(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=collator,
+        processing_class=tokenizer, compute_metrics=_compute_metrics,
+        callbacks=[_progress_callback(progress, seed, options.epochs)],
+    )
+    from transformers import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # we never print; the CLI shows progress
+        trainer.remove_callback(noisy)
+    # read before training: the Trainer rotates old checkpoints away as it goes
+    resumed_epoch = 0.0 if last is None else json.loads((Path(last) / "trainer_state.json").read_text())["epoch"]
+    started = time.perf_counter()
+    try:
+        result = trainer.train(resume_from_checkpoint=last)
+    except torch.OutOfMemoryError:
+        raise RunError(f"out of memory while training seed {seed}: lower --batch-size or --max-length.") from None
+    seconds = time.perf_counter() - started
+
+    epochs = _epoch_table(trainer.state.log_history)
+    if not epochs:
+        raise RunError(f"seed {seed}: training finished without a validation score; see {checkpoints}.")
+    best = max(epochs, key=lambda r: r["f1"])  # the first of equal scores, as the Trainer keeps it
+    trainer.save_model(str(seed_dir))
+    tokenizer.save_pretrained(str(seed_dir))
+    trained_epochs = options.epochs - resumed_epoch
+    metrics: dict[str, Any] = {
+        "seed": seed,
+        "model": options.model_name,
+        "epochs": epochs,
+        "best_epoch": best["epoch"],
+        "best": {k: best[k] for k in ("f1", "precision", "recall", "loss")},
+        "train_seconds": round(seconds, 2),
+        "seconds_per_epoch": round(seconds / max(1, trained_epochs), 2),
+        "train_loss": result.training_loss,
+        "resumed_from": None if last is None else Path(last).name,
+        "device": device,
+        "counts": counts,
+    }
+    if not _main_process():  # under accelerate launch / torchrun, rank 0 writes the files
+        return metrics
+    if test_frame is not None:
+        metrics["test"] = _predict_test(trainer.model, tokenizer, test_frame, options, device, seed_dir)
+    write_json(seed_dir / METRICS, metrics)  # last: its presence marks the seed finished
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return metrics
+
+
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _predict_test(model, tokenizer, test_frame: pl.DataFrame, options: TrainOptions, device: str, seed_dir: Path) -> dict | None:
+    model.eval()
+    probs = positive_probabilities(
+        model, tokenizer, test_frame["text"].to_list(), batch_size=options.eval_batch_size,
+        max_length=options.max_length, device=device,
+    )
+    out = with_predictions(test_frame, probs, 0.5)
+    write_records(out, seed_dir / TEST_PREDICTIONS, force=True)
+    if "label" not in out.columns:
+        return None
+    return binary_scores(out["label"], out["pred"]).to_dict()
+
+
+def _predict_saved(seed_dir: Path, test_frame: pl.DataFrame, options: TrainOptions) -> dict | None:
+    from smm4h_cli.models import resolve_device
+    from smm4h_cli.training.predict import load_classifier
+
+    device = resolve_device(options.device)
+    model, tokenizer = load_classifier(seed_dir, device)
+    return _predict_test(model, tokenizer, test_frame, options, device, seed_dir)
+
+
+def _preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFrame, synthetic: pl.DataFrame | None) -> None:
+    """Every check that can fail on bad input, before anything is written."""
+    from transformers import AutoConfig
+
+    from smm4h_cli.models import resolve_device
+
+    training_set(train, synthetic, "none", 0)
+    _check_validation(validation)
+    resolve_device(options.device)
+    model_ref = resolve_model(options)
+    quiet_transformers()
+    try:
+        AutoConfig.from_pretrained(model_ref)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"--model {model_ref}: could not load it ({first}). Give a local folder, or a Hugging Face "
+            f"id that is in the local cache (nothing is downloaded when HF_HUB_OFFLINE=1)."
+        ) from None
+
+
+def _check_validation(validation: pl.DataFrame) -> int:
+    positives = int(_labelled(validation, "validation")["label"].sum())
+    if positives == 0:
+        raise InputError("the validation posts have no positive (label 1): the best epoch is chosen by validation F1 of label 1, which needs positives.")
+    return positives
+
+
+def _prepare_out(options: TrainOptions, seeds: list[int]) -> None:
+    out = options.out
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --out takes a folder for the run.")
+    existing = out.is_dir() and ((out / SUMMARY).exists() or any((out / f"seed-{s}").exists() for s in seeds))
+    if existing and not (options.resume or options.force):
+        raise InputError(f"{out} already holds a run. Pass --resume to go on with it, --force to replace it, or choose another --out.")
+    if options.force:
+        for s in seeds:
+            shutil.rmtree(out / f"seed-{s}", ignore_errors=True)
+        (out / SUMMARY).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def train_seeds(
+    options: TrainOptions,
+    seeds,
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    synthetic: pl.DataFrame | None,
+    progress: Progress | None = None,
+    test_frame: pl.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Train one run per seed in ``options.out/seed-N`` and write ``options.out/summary.json``.
+
+    With ``test_frame`` each seed's best model also predicts it (``seed-N/test_predictions.jsonl``).
+    With ``options.resume`` finished seeds are kept and an interrupted one goes on from its last
+    checkpoint. Returns the summary.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {seeds}.")
+    _preflight(options, train, validation, synthetic)
+    _prepare_out(options, seeds)
+    runs: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        seed_dir = options.out / f"seed-{seed}"
+        if options.resume and _seed_complete(seed_dir, False):
+            metrics = json.loads((seed_dir / METRICS).read_text(encoding="utf-8"))
+            if test_frame is not None and not (seed_dir / TEST_PREDICTIONS).exists():
+                metrics["test"] = _predict_saved(seed_dir, test_frame, options)
+                write_json(seed_dir / METRICS, metrics)
+            if progress is not None:
+                progress({"event": "skipped", "seed": seed, "epochs": options.epochs})
+        else:
+            metrics = train_one(options, seed, train, validation, synthetic, seed_dir, progress, test_frame)
+        runs[str(seed)] = metrics
+        if progress is not None:
+            progress({"event": "seed_done", "seed": seed, "epochs": options.epochs, "metrics": metrics})
+
+    f1s = [runs[str(s)]["best"]["f1"] for s in seeds]
+    mean, std = _mean_std(f1s)
+    first = runs[str(seeds[0])]
+    summary: dict[str, Any] = {
+        "model": options.model_name,
+        "seeds": seeds,
+        "balance": options.balance,
+        "counts": first["counts"],
+        "runs": {
+            s: {"best_epoch": m["best_epoch"], **{f"best_{k}": v for k, v in m["best"].items()},
+                "train_seconds": m["train_seconds"], "test": m.get("test")}
+            for s, m in runs.items()
+        },
+        "best_f1_mean": mean,
+        "best_f1_std": std,
+        "config": {k: v for k, v in options.config().items() if k != "seed"},
+    }
+    tests = [runs[str(s)].get("test") for s in seeds]
+    if all(t is not None for t in tests):
+        for k in ("f1", "precision", "recall"):
+            summary[f"test_{k}_mean"], summary[f"test_{k}_std"] = _mean_std([t[k] for t in tests])
+    if _main_process():
+        write_json(options.out / SUMMARY, summary)
+    return summary

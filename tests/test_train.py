@@ -73,6 +73,11 @@ def test_run_folder_is_loadable_and_complete(run):
     metrics = json.loads((seed_dir / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert {"f1", "precision", "recall", "loss", "train_loss"} <= set(metrics["epochs"][0])
+    import torch
+
+    # auto precision: bf16 mixed precision where this CPU computes bf16 natively, else fp32
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert json.loads((seed_dir / "train_config.json").read_text())["precision"] == ("bf16" if native_bf16 else "fp32")
     assert metrics["counts"]["raw_train"] == 32 and metrics["counts"]["synthetic"] == 0
     assert metrics["counts"]["validation"] == 16 and metrics["train_seconds"] > 0
     config = json.loads((seed_dir / "train_config.json").read_text())
@@ -185,6 +190,8 @@ def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
         (["--device", "tpu"], "--device must be auto, cpu, cuda"),
         (["--seeds", "1,1"], "--seeds takes distinct"),
         (["--model", "/nonexistent/model"], "could not load it"),
+        (["--precision", "fp8"], "--precision must be one of auto, fp32, bf16, fp16"),
+        (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
     ],
 )
 def test_bad_options_exit_2(data, tmp_path, cli, extra, message):

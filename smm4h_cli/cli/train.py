@@ -76,7 +76,8 @@ def train_cli(
     balance: Annotated[str, typer.Option("--balance", help="Answer to class imbalance: none; class-weight (loss weighted by inverse class frequency); oversample (positives repeated until the classes are equal).")] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Training seed (weights of the new head, data order); the same seed gives the same model.")] = 0,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Several seeds in one call, e.g. 1,2,3: one seed-N folder each and a summary with mean and standard deviation.", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA with bf16/fp16 where supported, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto: bf16 mixed precision where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX: about 3x faster), fp16 on older GPUs, else fp32. Or fp32, bf16, fp16.")] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads \\[default: torch's].", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run from each seed's last checkpoint; finished seeds are kept.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run in --out.")] = False,
@@ -105,6 +106,7 @@ def train_cli(
         out=out or Path("runs/synthetic" if with_synthetic else "runs/baseline"),
         model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, device=device,
         balance=balance, resume=resume, force=force, seed=seed_list[0], threads=threads, warmup_ratio=warmup,
+        precision=precision,
     )
     cols = columns(text_col, label_col, id_col)
     if sum(str(p) == "-" for p in (train, validation, test, synthetic) if p is not None) > 1:

@@ -38,6 +38,7 @@ from smm4h_cli.training.predict import TRAIN_CONFIG, positive_probabilities, set
 
 BALANCES = ("none", "class-weight", "oversample")
 PADDINGS = ("dynamic", "max_length")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SUMMARY = "summary.json"
 METRICS = "metrics.json"
 TEST_PREDICTIONS = "test_predictions.jsonl"
@@ -72,6 +73,9 @@ class TrainOptions:
         padding (str, "dynamic"): ``dynamic`` (pad each batch to its longest post) or
             ``max_length`` (pad everything; only for the speed benchmark).
         group_by_length (bool, True): batches of posts of similar length (with random order).
+        precision (str, "auto"): ``auto`` (bf16 mixed precision where the hardware computes bf16
+            natively: CUDA with bf16, or a CPU with AVX512-BF16/AMX; fp16 on older GPUs; else
+            fp32), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
     """
 
     out: Path = Path("run")
@@ -91,6 +95,7 @@ class TrainOptions:
     eval_batch_size: int = 64
     padding: str = "dynamic"
     group_by_length: bool = True
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -101,6 +106,7 @@ class TrainOptions:
             (self.eval_batch_size >= 1, f"eval batch size must be at least 1; got {self.eval_batch_size}."),
             (self.max_length >= 8, f"--max-length must be at least 8 tokens; got {self.max_length}."),
             (self.balance in BALANCES, f"--balance must be one of {', '.join(BALANCES)}; got '{self.balance}'."),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'."),
             (self.padding in PADDINGS, f"padding must be one of {', '.join(PADDINGS)}; got '{self.padding}'."),
             (self.threads is None or self.threads >= 1, f"--threads must be at least 1; got {self.threads}."),
             (0.0 <= self.warmup_ratio < 1.0, f"--warmup must be in [0, 1); got {self.warmup_ratio}."),
@@ -242,12 +248,25 @@ def _load(model_ref: str, seed: int):
     return model, tokenizer
 
 
-def _precision(device: str) -> dict[str, bool]:
-    if not device.startswith("cuda"):
-        return {}
+def resolve_precision(precision: str, device: str) -> str:
+    """The arithmetic of training: ``fp32``, ``bf16`` or ``fp16`` (mixed precision, fp32 weights)."""
     import torch
 
-    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    if device.startswith("cuda"):
+        if precision == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return precision
+    if precision == "fp16":
+        raise InputError("--precision fp16 needs a CUDA device; on CPU use bf16 or fp32.")
+    if precision == "auto":
+        # bf16 autocast is about 3x faster than fp32 on CPUs with native bf16 (AVX512-BF16, AMX)
+        # and slower on the others.
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return precision
+
+
+def _precision(precision: str) -> dict[str, bool]:
+    return {"bf16": True} if precision == "bf16" else {"fp16": True} if precision == "fp16" else {}
 
 
 def _trainer_class(class_weights):
@@ -376,7 +395,8 @@ def train_one(
 
     device = resolve_device(options.device)
     set_threads(options.threads)
-    config = {**options.config(), "seed": seed, "device": device}
+    precision = resolve_precision(options.precision, device)
+    config = {**options.config(), "seed": seed, "device": device, "precision": precision}
     checkpoints = seed_dir / CHECKPOINTS
     last = None
     if options.resume and checkpoints.is_dir():
@@ -426,7 +446,7 @@ def train_one(
         dataloader_num_workers=0,
         use_cpu=device == "cpu",
         save_only_model=False,
-        **_precision(device),
+        **_precision(precision),
     )
     trainer_cls = _trainer_class(class_weights)
     collator = DataCollatorWithPadding(tokenizer) if options.padding == "dynamic" else None
@@ -471,7 +491,12 @@ def train_one(
     if not _main_process():  # under accelerate launch / torchrun, rank 0 writes the files
         return metrics
     if test_frame is not None:
-        metrics["test"] = _predict_test(trainer.model, tokenizer, test_frame, options, device, seed_dir)
+        from smm4h_cli.training.predict import load_classifier
+
+        # The saved model, as `smm4h predict` loads it: the Trainer's copy may still run under
+        # mixed-precision autocast.
+        saved, saved_tokenizer = load_classifier(seed_dir, device)
+        metrics["test"] = _predict_test(saved, saved_tokenizer, test_frame, options, device, seed_dir)
     write_json(seed_dir / METRICS, metrics)  # last: its presence marks the seed finished
     shutil.rmtree(checkpoints, ignore_errors=True)
     return metrics
@@ -511,7 +536,7 @@ def _preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFr
 
     training_set(train, synthetic, "none", 0)
     _check_validation(validation)
-    resolve_device(options.device)
+    resolve_precision(options.precision, resolve_device(options.device))
     model_ref = resolve_model(options)
     quiet_transformers()
     try:

@@ -59,6 +59,9 @@ def _root(
 from smm4h_cli.cli import ngrams as _ngrams  # noqa: E402  (registers its command)
 
 _ngrams.register(app)
+from smm4h_cli.cli import generate as _generate  # noqa: E402
+
+_generate.register(app)
 
 
 def main() -> None:

@@ -62,6 +62,8 @@ class GenerateOptions:
         similarity: cosine threshold of near duplicates (character 3-5-gram TF-IDF).
         tries: attempts per call before it is recorded as failed.
         timeout: seconds per attempt.
+        backoff: seconds before the first retry (doubling each retry, half of it jittered, at most 60 s)
+            when the server sends no Retry-After.
         repeat_penalty: sent as ``extra_body``; None: 1.2 for the embedded model, nothing otherwise.
         price_in, price_out: US$ per million prompt / completion tokens, for models without a known price.
     """
@@ -84,6 +86,7 @@ class GenerateOptions:
     similarity: float = 0.9
     tries: int = 6
     timeout: float = 120.0
+    backoff: float = 1.0
     repeat_penalty: float | None = None
     price_in: float | None = None
     price_out: float | None = None
@@ -113,6 +116,8 @@ class GenerateOptions:
             raise InputError(f"--similarity must be in (0, 1]; got {self.similarity}.")
         if self.tries < 1:
             raise InputError(f"--tries must be at least 1; got {self.tries}.")
+        if self.backoff < 0:
+            raise InputError(f"--backoff must not be negative; got {self.backoff}.")
         if self.timeout <= 0:
             raise InputError(f"--timeout must be positive; got {self.timeout}.")
         for name in ("price_in", "price_out"):
@@ -295,7 +300,7 @@ def generate(
     if progress is not None and not results:
         progress(ProgressEvent(0, len(plan), 0, 0, 0, 0))
     todo = [call.spec for call in plan if call.index not in results]
-    policy = RetryPolicy(tries=options.tries, timeout=options.timeout)
+    policy = RetryPolicy(tries=options.tries, base=options.backoff, timeout=options.timeout)
     if todo:
         if backend.kind == "embedded" and backend.base_url is None:
             with embedded_server() as url:

@@ -399,7 +399,8 @@ def test_cli_own_task_with_attributes_to_stdout(cli, tmp_path):
 
 # ------------------------------------------------------------------------------ the embedded model
 
-EMBEDDED_ARGS = ["--task", "5", "--n", "9", "--per-call", "3", "--examples", "2", "--max-tokens", "120", "--concurrency", "1"]
+# Two calls of three short posts: the machine is small and shared.
+EMBEDDED_ARGS = ["--task", "5", "--n", "6", "--per-call", "3", "--examples", "2", "--max-tokens", "96", "--concurrency", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -421,12 +422,12 @@ def test_embedded_end_to_end_and_real_output_parsed_honestly(embedded_run):
     assert result.exit_code == 0, result.stderr
     frame = read_records(out)
     meta = json.loads(out.with_suffix(".meta.json").read_text())
-    assert meta["backend"] == "embedded" and meta["model"] == "embedded:SmolLM2-135M-Instruct" and meta["calls"] == 3
+    assert meta["backend"] == "embedded" and meta["model"] == "embedded:SmolLM2-135M-Instruct" and meta["calls"] == 2
     assert meta["calls_failed"] == 0 and meta["cost_usd"] == 0.0 and meta["completion_tokens"] > 0
     assert meta["posts_kept"] == frame.height and frame["source"].unique().to_list() == ["synthetic"]
     # every post asked for is accounted for: kept, or counted as an issue of its kind
     cache = [json.loads(line) for line in out.with_suffix(".cache.jsonl").read_text().splitlines()]
-    assert sorted(r["call"] for r in cache) == [0, 1, 2]
+    assert sorted(r["call"] for r in cache) == [0, 1]
     for record in cache:
         parsed = parse_numbered_list(record["content"], 3, record["finish_reason"])
         whole_answer = {"empty", "refusal", "no_list"} & set(parsed.issues)
@@ -434,7 +435,7 @@ def test_embedded_end_to_end_and_real_output_parsed_honestly(embedded_run):
         assert whole_answer or len(parsed.posts) + lost == 3
     issues = sum(meta["parse_issues"].values())
     assert frame.height + issues >= 1
-    assert f"posts kept {meta['posts_kept']} of 9" in result.stderr
+    assert f"posts kept {meta['posts_kept']} of 6" in result.stderr
 
 
 @pytest.mark.slow
@@ -455,13 +456,13 @@ def test_kill_9_then_resume_loses_nothing_and_doubles_nothing(embedded_run, tmp_
     proc.wait()
     assert not out.exists()
     finished = cache.read_text().count("\n")
-    assert 1 <= finished < 3
+    assert finished == 1
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     meta = json.loads(out.with_suffix(".meta.json").read_text())
-    assert meta["calls_cached"] == finished and meta["calls"] == 3
+    assert meta["calls_cached"] == 1 and meta["calls"] == 2
     keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == 3
+    assert len(keys) == len(set(keys)) == 2
     resumed, uninterrupted = read_records(out), read_records(reference)
     assert resumed["id"].is_unique().all()
     assert resumed.equals(uninterrupted)

@@ -119,10 +119,11 @@ def generate_cli(
         where = "stdout" if out == STDIO else out
         err.print(
             f"Generating {n:,} posts in {options.calls:,} calls with [bold]{escape(backend.model)}[/] "
-            f"({backend.kind}{', ' + escape(backend.base_url) if backend.base_url else ''}) -> {escape(where)}"
+            f"({backend.kind}{', ' + escape(backend.base_url) if backend.base_url else ''}) -> {escape(where)}",
+            soft_wrap=True,
         )
         if options.cache_path is None and not no_cache:
-            err.print("[dim]No call cache for stdout output: give --out FILE or --cache FILE to make the run resumable.[/]")
+            err.print("[dim]No call cache for stdout output: give --out FILE or --cache FILE to make the run resumable.[/]", soft_wrap=True)
     if show_progress(quiet):
         with Progress(
             TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),
@@ -161,10 +162,10 @@ def _print_summary(s) -> None:
         f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; cost {cost}",
         f"time {s.seconds:,.1f} s",
     ]
-    err.print(escape("\n".join(lines)))
+    err.print(escape("\n".join(lines)), soft_wrap=True)
     if s.errors:
         failed = ", ".join(f"{k} ({v})" for k, v in s.errors.items())
-        err.print(f"[yellow]Failed calls: {escape(failed)}. Run the same command again to retry them; finished calls come from the cache.[/]")
+        err.print(f"[yellow]Failed calls: {escape(failed)}. Run the same command again to retry them; finished calls come from the cache.[/]", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,178 @@
+"""Generation engine: concurrency speed-up, and the toolkit's overhead over llama.cpp itself.
+
+1. concurrency: a loopback OpenAI-compatible server answers every request after a fixed delay
+   (200 ms); CALLS calls (default 200) through ``generate()`` with --concurrency 1 and 16.
+   Prints both wall times and the ratio. Target: at least 12x at 16.
+2. local: POSTS posts (default 100; 30 with --quick) from the embedded SmolLM2 through the real
+   llama.cpp server (``generate()``, server start and stop included), beside llama-cpp-python
+   called directly in this process on the same prompts with the same settings (model load
+   included), measured before and after the toolkit run and averaged, since the machine is
+   shared. Prints posts/s and completion tokens/s of both; the ratio is the toolkit's overhead.
+   Target: under 10%.
+
+The few-shot examples come from PsyTAR (real sentences from reviews of psychiatric drugs),
+label ADR, posed as a user's own task (``--definitions``), so the prompts are real-world ones.
+
+    python bench/generate.py --psytar ../shared/data/psytar [--only concurrency|local] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from smm4h_cli.generation.backends import resolve_backend  # noqa: E402
+from smm4h_cli.generation.generate import GenerateOptions, generate, plan_calls  # noqa: E402
+from smm4h_cli.generation.prompts import TaskDefinition  # noqa: E402
+from smm4h_cli.io import Columns, read_records  # noqa: E402
+
+ADR_TASK = TaskDefinition(
+    name="psytar-adr",
+    definition=(
+        "The following sentences come from patients' reviews of psychiatric medications. Label 1: the sentence "
+        "reports an adverse drug reaction, a harmful or unpleasant effect the writer attributes to the drug. "
+        "Label 0: the sentence does not (it reports effectiveness, the reason for taking the drug, or other things)."
+    ),
+    post_kind="sentences",
+)
+
+
+def psytar_train(folder: str):
+    return read_records(Path(folder) / "train.tsv", Columns(text="sentences", label="ADR"), require_label=True)
+
+
+class DelayServer:
+    """Answers every chat request after ``delay`` seconds with a clean numbered list."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    async def _models(self, request):
+        from aiohttp import web
+
+        return web.json_response({"object": "list", "data": [{"id": "delay", "object": "model", "created": 0, "owned_by": "bench"}]})
+
+    async def _chat(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        await asyncio.sleep(self.delay)
+        seed = body.get("seed", 0)
+        content = "\n".join(f"{i}. bench post {seed}-{i}: the pills gave me headaches number {seed * 10 + i}" for i in range(1, 11))
+        return web.json_response({
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 500, "completion_tokens": 300, "total_tokens": 800},
+        })
+
+    def __enter__(self) -> str:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return f"http://127.0.0.1:{port}/v1"
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def bench_concurrency(train, calls: int, delay: float) -> None:
+    with DelayServer(delay) as url:
+        backend = resolve_backend(None, url)
+        times = {}
+        for c in (1, 16):
+            options = GenerateOptions(task=ADR_TASK, n=calls * 10, base_url=url, concurrency=c)
+            start = time.perf_counter()
+            frame, summary = generate(options, train, backend=backend)
+            times[c] = time.perf_counter() - start
+            assert summary.calls == calls and summary.calls_failed == 0 and frame.height == calls * 10
+    print(
+        f"generate concurrency: {calls} calls, {delay * 1000:.0f} ms each: --concurrency 1 {times[1]:.2f} s, "
+        f"--concurrency 16 {times[16]:.2f} s, speed-up {times[1] / times[16]:.1f}x (target >= 12x)",
+        flush=True,
+    )
+
+
+def _direct(train, options: GenerateOptions) -> tuple[float, int, int]:
+    """llama-cpp-python in this process on the toolkit's prompts: (seconds, completion tokens, calls)."""
+    from llama_cpp import Llama
+
+    from smm4h_cli.generation.backends import _embedded
+    from smm4h_cli.generation.llama_server import _disable_repacking
+    from smm4h_cli.models import smollm2_path
+
+    _disable_repacking()
+    plan = plan_calls(options, _embedded(), train)
+    threads = max(1, min(4, os.cpu_count() or 1))
+    start = time.perf_counter()
+    llm = Llama(model_path=str(smollm2_path()), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+    tokens = 0
+    for call in plan:
+        r = call.spec.request
+        out = llm.create_chat_completion(
+            messages=r["messages"], temperature=r["temperature"], max_tokens=r["max_tokens"],
+            repeat_penalty=r["extra_body"]["repeat_penalty"], seed=r["seed"],
+        )
+        tokens += out["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - start
+    del llm
+    return seconds, tokens, len(plan)
+
+
+def bench_local(train, posts: int) -> None:
+    options = GenerateOptions(task=ADR_TASK, n=posts, concurrency=1, dedup="off")
+    d1, d1_tokens, calls = _direct(train, options)
+    start = time.perf_counter()
+    frame, summary = generate(options, train)
+    ours = time.perf_counter() - start
+    d2, d2_tokens, _ = _direct(train, options)
+    direct, direct_tokens = (d1 + d2) / 2, (d1_tokens + d2_tokens) / 2
+    ours_tps, direct_tps = summary.completion_tokens / ours, direct_tokens / direct
+    print(
+        f"generate local: {posts} posts asked in {calls} calls, {summary.posts_kept} kept; toolkit (server) "
+        f"{ours:.1f} s, {summary.posts_kept / ours:.2f} posts/s, {ours_tps:.1f} tokens/s "
+        f"({summary.completion_tokens} tokens); llama-cpp-python direct {direct:.1f} s "
+        f"(runs of {d1:.1f} and {d2:.1f} s), {direct_tps:.1f} tokens/s ({direct_tokens:.0f} tokens); "
+        f"overhead {100 * (direct_tps / ours_tps - 1):+.1f}% in tokens/s (target < 10%)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--psytar", default=str(ROOT.parent / "shared" / "data" / "psytar"), help="the PsyTAR folder (train.tsv)")
+    parser.add_argument("--only", choices=("concurrency", "local"))
+    parser.add_argument("--calls", type=int, default=200, help="calls in the concurrency benchmark")
+    parser.add_argument("--delay", type=float, default=0.2, help="the loopback server's answer delay, seconds")
+    parser.add_argument("--posts", type=int, default=None, help="posts in the local benchmark (default 100; 30 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a smaller local benchmark for a shared machine")
+    args = parser.parse_args()
+    os.environ.pop("OPENAI_API_KEY", None)
+    os.environ.pop("OPENAI_BASE_URL", None)
+    train = psytar_train(args.psytar)
+    if args.only in (None, "concurrency"):
+        bench_concurrency(train, args.calls, args.delay)
+    if args.only in (None, "local"):
+        bench_local(train, args.posts or (30 if args.quick else 100))
+
+
+if __name__ == "__main__":
+    main()

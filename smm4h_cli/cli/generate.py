@@ -67,7 +67,7 @@ def generate_cli(
     cache: Annotated[Path | None, typer.Option("--cache", help="Call cache (JSON lines) to resume from and append to \\[default: OUT.cache.jsonl beside a file output; none for stdout].", show_default=False)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write a call cache.")] = False,
     dedup: Annotated[Dedup, typer.Option("--dedup", help="Exact and near-duplicate posts, within the synthetic set and copies of --train posts: flag them (columns duplicate, duplicate_of), drop them, or off.")] = Dedup.flag,
-    similarity: Annotated[float, typer.Option("--similarity", help="Cosine similarity (character 3-5-gram TF-IDF) at which two posts are near duplicates.")] = 0.9,
+    similarity: Annotated[float, typer.Option("--similarity", help="Cosine similarity (character 4-gram TF-IDF) at which two posts are near duplicates.")] = 0.9,
     price_in: Annotated[float | None, typer.Option("--price-in", help="US$ per million prompt tokens, for the cost estimate of models without a known price.", show_default=False)] = None,
     price_out: Annotated[float | None, typer.Option("--price-out", help="US$ per million completion tokens, for the cost estimate.", show_default=False)] = None,
     seed: Seed = 0,

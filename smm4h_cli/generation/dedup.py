@@ -2,7 +2,7 @@
 
 Texts are normalised (lower case, URLs and @mentions removed, punctuation dropped, spaces
 collapsed) before comparing. Near duplicates are pairs whose TF-IDF vectors of character
-3-5-grams have a cosine similarity at or above a threshold (0.9 by default). A synthetic post
+4-grams have a cosine similarity at or above a threshold (0.9 by default). A synthetic post
 is flagged, in this order of precedence:
 
 ``train_exact`` / ``train_near``  it copies (or nearly copies) a post of the training file;
@@ -65,12 +65,12 @@ def find_duplicates(
 def _similarities(norm: list[str], train_norm: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    corpus = [t for t in norm + train_norm if t]
-    if not corpus:
+    if not any(norm) and not any(train_norm):
         return None, None
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=1, dtype=np.float32)
-    vectorizer.fit(corpus)
-    syn = vectorizer.transform(norm)  # rows are L2-normalised: the product is the cosine
+    # One pass over synthetic and training texts; rows come out L2-normalised, so products are cosines.
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4), dtype=np.float32)
+    matrix = vectorizer.fit_transform(norm + train_norm)
+    syn, train = matrix[: len(norm)], matrix[len(norm):]
     sim_self = (syn @ syn.T).toarray()
-    sim_train = (syn @ vectorizer.transform(train_norm).T).toarray() if train_norm else None
+    sim_train = (syn @ train.T).toarray() if train_norm else None
     return sim_train, sim_self

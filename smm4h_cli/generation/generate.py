@@ -59,7 +59,7 @@ class GenerateOptions:
             (``list`` for the embedded model, ``paper`` otherwise).
         attributes: attribute set for the ``attributes`` strategy; None: the task's built-in set.
         dedup: ``flag`` (mark duplicates and leaks), ``drop`` (remove them) or ``off``.
-        similarity: cosine threshold of near duplicates (character 3-5-gram TF-IDF).
+        similarity: cosine threshold of near duplicates (character 4-gram TF-IDF).
         tries: attempts per call before it is recorded as failed.
         timeout: seconds per attempt.
         backoff: seconds before the first retry (doubling each retry, half of it jittered, at most 60 s)

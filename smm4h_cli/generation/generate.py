@@ -37,6 +37,8 @@ DEDUP_MODES = ("flag", "drop", "off")
 #: The embedded SmolLM2 loops without a repeat penalty; 10 short posts fit in this many tokens.
 EMBEDDED_REPEAT_PENALTY = 1.2
 EMBEDDED_MAX_TOKENS = 512
+DEFAULT_TIMEOUT = 120.0
+EMBEDDED_TIMEOUT = 600.0
 
 
 @dataclass
@@ -51,7 +53,7 @@ class GenerateOptions:
         temperature: sampling temperature (the paper: 0).
         examples: positive and negative few-shot examples per call, each (the paper: 5 + 5).
         seed: seed of the example draws, attribute draws and per-call request seeds.
-        concurrency: requests in flight.
+        concurrency: requests in flight (1 for the embedded server, which answers one at a time anyway).
         cache_path: the JSON-lines call cache; None: no cache (no resume).
         per_call: posts asked for per call (the paper: 10).
         max_tokens: completion limit per call; None: the server's default (512 for the embedded model).
@@ -61,7 +63,7 @@ class GenerateOptions:
         dedup: ``flag`` (mark duplicates and leaks), ``drop`` (remove them) or ``off``.
         similarity: cosine threshold of near duplicates (character 4-gram TF-IDF).
         tries: attempts per call before it is recorded as failed.
-        timeout: seconds per attempt.
+        timeout: seconds per attempt; None: 120, or 600 for the embedded model (a CPU is slow).
         backoff: seconds before the first retry (doubling each retry, half of it jittered, at most 60 s)
             when the server sends no Retry-After.
         repeat_penalty: sent as ``extra_body``; None: 1.2 for the embedded model, nothing otherwise.
@@ -85,7 +87,7 @@ class GenerateOptions:
     dedup: str = "flag"
     similarity: float = 0.9
     tries: int = 6
-    timeout: float = 120.0
+    timeout: float | None = None
     backoff: float = 1.0
     repeat_penalty: float | None = None
     price_in: float | None = None
@@ -118,7 +120,7 @@ class GenerateOptions:
             raise InputError(f"--tries must be at least 1; got {self.tries}.")
         if self.backoff < 0:
             raise InputError(f"--backoff must not be negative; got {self.backoff}.")
-        if self.timeout <= 0:
+        if self.timeout is not None and self.timeout <= 0:
             raise InputError(f"--timeout must be positive; got {self.timeout}.")
         for name in ("price_in", "price_out"):
             value = getattr(self, name)
@@ -300,13 +302,18 @@ def generate(
     if progress is not None and not results:
         progress(ProgressEvent(0, len(plan), 0, 0, 0, 0))
     todo = [call.spec for call in plan if call.index not in results]
-    policy = RetryPolicy(tries=options.tries, base=options.backoff, timeout=options.timeout)
+    embedded = backend.kind == "embedded"
+    timeout = options.timeout or (EMBEDDED_TIMEOUT if embedded else DEFAULT_TIMEOUT)
+    policy = RetryPolicy(tries=options.tries, base=options.backoff, timeout=timeout)
+    # llama-cpp-python's server answers one request at a time: queued requests would only run
+    # down their timeouts.
+    concurrency = 1 if embedded else options.concurrency
     if todo:
-        if backend.kind == "embedded" and backend.base_url is None:
+        if embedded and backend.base_url is None:
             with embedded_server() as url:
-                run_calls(todo, replace(backend, base_url=url), cache, options.concurrency, policy, note)
+                run_calls(todo, replace(backend, base_url=url), cache, concurrency, policy, note)
         else:
-            run_calls(todo, backend, cache, options.concurrency, policy, note)
+            run_calls(todo, backend, cache, concurrency, policy, note)
 
     frame, summary = _assemble(options, backend, train, plan, results)
     summary.cache = str(options.cache_path) if options.cache_path is not None else None

@@ -163,7 +163,7 @@ def bench_local(train, posts: int) -> None:
     print(
         f"generate local: {posts} posts asked in {calls} calls, {summary.posts_kept} kept; toolkit (server) "
         f"{ours:.1f} s, {summary.posts_kept / ours:.2f} posts/s, {ours_tps:.1f} tokens/s "
-        f"({summary.completion_tokens} tokens); llama-cpp-python direct {direct:.1f} s "
+        f"({summary.completion_tokens} tokens, {summary.calls_retried} calls retried); llama-cpp-python direct {direct:.1f} s "
         f"(runs of {d1:.1f} and {d2:.1f} s), {direct_tps:.1f} tokens/s ({direct_tokens:.0f} tokens); "
         f"overhead {100 * (direct_tps / ours_tps - 1):+.1f}% in tokens/s (target < 10%)",
         flush=True,

@@ -466,3 +466,16 @@ def test_kill_9_then_resume_loses_nothing_and_doubles_nothing(embedded_run, tmp_
     resumed, uninterrupted = read_records(out), read_records(reference)
     assert resumed["id"].is_unique().all()
     assert resumed.equals(uninterrupted)
+
+
+def test_dedup_drop_removes_repeats_and_leaks_and_counts_them(train5):
+    leak = train5.filter(pl.col("label") == 1)["text"][0]
+    answer = f"1. our toddler said her first word today\n2. Our toddler said her FIRST word today!\n3. {leak}"
+    with Scripted({0: [("content", answer)] * 2}) as server:
+        flagged, summary = generate(options(n=3, per_call=3, base_url=server.url), train5)
+        dropped, summary_drop = generate(options(n=3, per_call=3, base_url=server.url, dedup="drop"), train5)
+    assert flagged["duplicate"].to_list() == [None, "exact", "train_exact"]
+    assert flagged["duplicate_of"][1] == "syn-paper-0000-01"
+    assert dropped["text"].to_list() == ["our toddler said her first word today"]
+    assert summary.duplicates == summary_drop.duplicates == {"train_exact": 1, "train_near": 0, "exact": 1, "near": 0}
+    assert (summary.posts_kept, summary_drop.posts_kept) == (3, 1)

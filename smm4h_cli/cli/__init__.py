@@ -56,16 +56,18 @@ def _root(
     """Will LLM-generated positive examples help my classifier, and if not, why not?"""
 
 
-from smm4h_cli.cli import ngrams as _ngrams  # noqa: E402  (registers its command)
+from smm4h_cli.cli import (  # noqa: E402  (the commands, in the order of the pipeline)
+    compare as _compare,
+    embed_cluster as _embed_cluster,
+    generate as _generate,
+    ngrams as _ngrams,
+    predict as _predict,
+    study as _study,
+    train as _train,
+)
 
-_ngrams.register(app)
-from smm4h_cli.cli import embed_cluster as _embed_cluster; _embed_cluster.register(app)  # noqa: E402,E702
-
-from smm4h_cli.cli import compare as _compare, predict as _predict, train as _train  # noqa: E402
-
-_train.register(app)
-_predict.register(app)
-_compare.register(app)
+for _command in (_generate, _train, _predict, _compare, _ngrams, _embed_cluster, _study):
+    _command.register(app)
 
 
 def main() -> None:

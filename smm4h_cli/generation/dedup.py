@@ -1,0 +1,76 @@
+"""Exact and near duplicates among synthetic posts, and copies of training posts (leaks).
+
+Texts are normalised (lower case, URLs and @mentions removed, punctuation dropped, spaces
+collapsed) before comparing. Near duplicates are pairs whose TF-IDF vectors of character
+4-grams have a cosine similarity at or above a threshold (0.9 by default). A synthetic post
+is flagged, in this order of precedence:
+
+``train_exact`` / ``train_near``  it copies (or nearly copies) a post of the training file;
+``exact`` / ``near``              it repeats an earlier synthetic post (the first one stays unflagged).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+KINDS = ("train_exact", "train_near", "exact", "near")
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_MENTION = re.compile(r"@\w+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalise(text: str) -> str:
+    text = _MENTION.sub(" ", _URL.sub(" ", text.lower()))
+    return " ".join(_PUNCT.sub(" ", text).split())
+
+
+def find_duplicates(
+    texts: Sequence[str],
+    train_texts: Sequence[str],
+    train_ids: Sequence[str],
+    ids: Sequence[str],
+    threshold: float = 0.9,
+) -> tuple[list[str | None], list[str | None], Counter]:
+    """For each synthetic post: its duplicate kind (or None) and the id of the post it repeats."""
+    kinds: list[str | None] = [None] * len(texts)
+    of: list[str | None] = [None] * len(texts)
+    if not texts:
+        return kinds, of, Counter()
+    norm = [normalise(t) for t in texts]
+    train_norm = [normalise(t) for t in train_texts]
+    train_index: dict[str, int] = {}
+    for j, t in enumerate(train_norm):
+        train_index.setdefault(t, j)
+
+    sim_train, sim_self = _similarities(norm, train_norm)
+    first_seen: dict[str, int] = {}
+    for i, t in enumerate(norm):
+        if t and t in train_index:
+            kinds[i], of[i] = "train_exact", train_ids[train_index[t]]
+        elif sim_train is not None and sim_train[i].size and sim_train[i].max() >= threshold:
+            kinds[i], of[i] = "train_near", train_ids[int(sim_train[i].argmax())]
+        elif t and t in first_seen:
+            kinds[i], of[i] = "exact", ids[first_seen[t]]
+        elif i > 0 and sim_self is not None and sim_self[i, :i].max() >= threshold:
+            kinds[i], of[i] = "near", ids[int(sim_self[i, :i].argmax())]
+        if t:
+            first_seen.setdefault(t, i)
+    return kinds, of, Counter(k for k in kinds if k)
+
+
+def _similarities(norm: list[str], train_norm: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if not any(norm) and not any(train_norm):
+        return None, None
+    # One pass over synthetic and training texts; rows come out L2-normalised, so products are cosines.
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4), dtype=np.float32)
+    matrix = vectorizer.fit_transform(norm + train_norm)
+    syn, train = matrix[: len(norm)], matrix[len(norm):]
+    sim_self = (syn @ syn.T).toarray()
+    sim_train = (syn @ train.T).toarray() if train_norm else None
+    return sim_train, sim_self

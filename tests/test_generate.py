@@ -1,0 +1,481 @@
+"""``smm4h generate``: prompts, parsing, dedup and attributes; the engine against a scripted
+loopback server for the faults a real server will not produce on demand (429 with Retry-After,
+500, a hang, a dropped connection, malformed and refused answers); and the real embedded
+SmolLM2 behind llama.cpp's server for a small end-to-end run and a kill -9 resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import polars as pl
+import pytest
+from aiohttp import web
+
+from smm4h_cli.errors import InputError
+from smm4h_cli.generation import attributes as attrs
+from smm4h_cli.generation.backends import resolve_backend
+from smm4h_cli.generation.dedup import find_duplicates
+from smm4h_cli.generation.generate import STRATEGIES, GenerateOptions, generate
+from smm4h_cli.generation.parsing import parse_numbered_list
+from smm4h_cli.generation.prompts import builtin_task, few_shot_prompt, load_definitions
+from smm4h_cli.io import read_records
+from smm4h_cli.sample import sample_path
+from conftest import ROOT, write_jsonl
+
+TRAIN5 = sample_path(5, "train")
+SECRET = "sk-test-DO-NOT-LEAK-4f9a2c71e0"
+
+
+# ------------------------------------------------------------------------------ a scripted server
+
+_WORDS = (
+    "son daughter toddler asthma inhaler autism speech therapy ADHD school nurse doctor night cough "
+    "words diagnosis proud tired hopeful meltdown bedtime teacher appointment waiting list breakfast "
+    "stims sensory puffer nebulizer ER weekend grandma park swing blocks letters counting focus homework "
+    "meds dose spacer wheeze playground daycare evaluation IEP flashcards bubbles trampoline lego dinosaurs"
+).split()
+
+
+def fake_post(call: int, item: int) -> str:
+    rng = random.Random(f"{call}-{item}")
+    return f"call {call} item {item}: " + " ".join(rng.sample(_WORDS, 12))
+
+
+def numbered(call: int, count: int) -> str:
+    return "\n".join(f"{i}. {fake_post(call, i)}" for i in range(1, count + 1))
+
+
+class Scripted:
+    """An OpenAI-compatible chat server whose answers are scripted per call and attempt.
+
+    The call index is read from the request's ``seed`` (with ``--seed 0`` they are equal).
+    ``script[call]`` lists actions for the call's successive attempts; afterwards it answers
+    a clean numbered list. Actions: ("429", retry_after), ("500",), ("hang", seconds),
+    ("drop",), ("content", text[, finish_reason]).
+    """
+
+    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",)):
+        self.script = script or {}
+        self.delay = delay
+        self.models = list(models)
+        self.attempts: Counter = Counter()
+        self.times: dict[int, list[float]] = defaultdict(list)
+        self.auth: list[str | None] = []
+        self.url = ""
+
+    async def _models(self, request):
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "t"} for m in self.models]})
+
+    async def _chat(self, request):
+        body = await request.json()
+        call = int(body.get("seed", 0))
+        self.auth.append(request.headers.get("Authorization"))
+        attempt = self.attempts[call]
+        self.attempts[call] += 1
+        self.times[call].append(time.monotonic())
+        actions = self.script.get(call, [])
+        action = actions[attempt] if attempt < len(actions) else ("ok",)
+        prompt = body["messages"][0]["content"]
+        count = int(re.search(r"(?:Create|Write) (\d+) ", prompt).group(1))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        kind = action[0]
+        if kind == "429":
+            return web.json_response({"error": {"message": "slow down", "type": "rate_limit"}}, status=429, headers={"Retry-After": str(action[1])})
+        if kind == "500":
+            return web.json_response({"error": {"message": "boom"}}, status=500)
+        if kind == "hang":
+            await asyncio.sleep(action[1])
+        if kind == "drop":
+            request.transport.abort()
+            return web.Response()
+        content, finish = numbered(call, count), "stop"
+        if kind == "content":
+            content = action[1]
+            finish = action[2] if len(action) > 2 else "stop"
+        return web.json_response({
+            "id": f"c{call}", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split()), "total_tokens": 0},
+        })
+
+    def __enter__(self):
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def train5() -> pl.DataFrame:
+    return read_records(TRAIN5, require_label=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_openai_env(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def options(**kw) -> GenerateOptions:
+    base = {"task": builtin_task(5), "n": 30, "backoff": 0.05, "timeout": 5, "concurrency": 4}
+    return GenerateOptions(**{**base, **kw})
+
+
+# ------------------------------------------------------------------------------ prompts
+
+def test_task5_prompt_is_the_papers_appendix_a11():
+    prompt = few_shot_prompt(builtin_task(5), ["pos one", "pos two"], ["neg one", "neg two"], 10)
+    assert prompt.startswith("The following tweets are from a parent with a child. The label has a definition like ' This binary")
+    assert "from tweets that merely mention a disorder (annotated as \"0\")." in prompt
+    assert prompt.index("Examples of label 0:\nneg one\nneg two") < prompt.index("Examples of label 1:\npos one\npos two")
+    assert "Create 10 fictional tweets of ' label 1'.\n\nYou should output following style\n\n1. output1\n2. output2" in prompt
+    assert prompt.endswith("10. output10")
+
+
+def test_task6_prompt_shows_positives_first_and_its_definitions():
+    prompt = few_shot_prompt(builtin_task(6), ["I turn 21 today"], ["my son is 4"], 3)
+    assert "Label 1: This label is assigned to posts where the user's exact age can be determined" in prompt
+    assert prompt.index("Examples of label 1:") < prompt.index("Examples of label 0:")
+    assert prompt.endswith("Create 3 fictional tweets of ' label 1'.\n\nYou should output following style\n\n1. output1\n2. output2\n3. output3")
+
+
+def test_list_style_and_attributes_in_the_prompt():
+    prompt = few_shot_prompt(builtin_task(5), ["p"], ["n"], 10, {"tone": "proud"}, style="list")
+    assert "- tone: proud" in prompt and "Examples of label 1:\n- p" in prompt
+    assert prompt.endswith("Write 10 new fictional tweets of label 1. Answer with a numbered list from 1 to 10, one per line, and nothing else.")
+
+
+def test_user_definitions_file(tmp_path):
+    path = tmp_path / "drugs.yaml"
+    path.write_text("definition: Label 1 posts report an adverse drug reaction.\npost_kind: forum posts\n")
+    task = load_definitions(path)
+    assert task.name == "drugs" and task.post_kind == "forum posts"
+    assert "Create 10 fictional forum posts of ' label 1'." in few_shot_prompt(task, ["a"], ["b"])
+    path.write_text("definitoin: typo\n")
+    with pytest.raises(InputError, match="'definition'"):
+        load_definitions(path)
+
+
+# ------------------------------------------------------------------------------ parsing
+
+def test_parse_clean_list():
+    parsed = parse_numbered_list(numbered(0, 10), 10, "stop")
+    assert len(parsed.posts) == 10 and not parsed.issues
+    assert parsed.posts[0] == fake_post(0, 1)
+
+
+def test_parse_counts_every_departure_from_a_clean_list():
+    text = 'Sure! Here are your tweets:\n\n1) "My son has asthma"\n2) output2\n3)\n4) My daughter said mama\nat 3 years old\n\nHope this helps!'
+    parsed = parse_numbered_list(text, 5)
+    assert parsed.posts == ["My son has asthma", "My daughter said mama\nat 3 years old"]
+    assert parsed.issues == Counter(prose=1, numbering=1, placeholder_items=1, empty_items=1, missing_items=1)
+
+
+def test_parse_extra_truncated_bullets_refusal_empty():
+    extra = parse_numbered_list(numbered(1, 12), 10)
+    assert len(extra.posts) == 10 and extra.issues == Counter(extra_items=2)
+    cut = parse_numbered_list(numbered(1, 4) + "\n5. My son", 10, "length")
+    assert len(cut.posts) == 4 and cut.issues == Counter(missing_items=5, truncated=1)
+    bullets = parse_numbered_list("- one post\n- another post", 2)
+    assert bullets.posts == ["one post", "another post"] and bullets.issues == Counter(numbering=1)
+    gaps = parse_numbered_list("1. a post\n3. another post", 2)
+    assert gaps.issues == Counter(numbering=1)
+    assert parse_numbered_list("I'm sorry, but I can't help with that.", 10).issues == Counter(refusal=1)
+    assert parse_numbered_list("Tweets are short messages.", 10).issues == Counter(no_list=1)
+    assert parse_numbered_list("", 10).issues == Counter(empty=1)
+    assert parse_numbered_list(None, 10).posts == []
+
+
+def test_a_post_starting_with_a_number_is_not_an_item():
+    parsed = parse_numbered_list("1. 23 years old and still carded\n2. 2 kids, 1 inhaler, 0 sleep", 2)
+    assert parsed.posts == ["23 years old and still carded", "2 kids, 1 inhaler, 0 sleep"] and not parsed.issues
+
+
+# ------------------------------------------------------------------------------ attributes, dedup
+
+def test_attribute_draws_are_even_and_depend_only_on_seed_and_call():
+    disorders = attrs.TASK5_ATTRIBUTES["disorder of the child"]
+    draws = [attrs.draw(attrs.TASK5_ATTRIBUTES, 7, i) for i in range(40)]
+    counts = Counter(d["disorder of the child"] for d in draws)
+    assert set(counts) == set(disorders) and set(counts.values()) == {10}
+    assert attrs.draw(attrs.TASK5_ATTRIBUTES, 7, 33) == draws[33]
+    assert [attrs.draw(attrs.TASK5_ATTRIBUTES, 8, i) for i in range(40)] != draws
+    assert len({json.dumps(d, sort_keys=True) for d in draws}) == 40  # combinations spread, not cycled
+
+
+def test_duplicates_and_leaks_are_flagged():
+    train = ["My son was diagnosed with autism today!", "the weather is nice"]
+    texts = [
+        "my son was diagnosed with autism today",  # copies a training post
+        "Our daughter uses her inhaler before soccer practice every Saturday morning",
+        "our daughter uses her inhaler before soccer practice every saturday morning!!",  # exact after normalising
+        "Our daughter uses her inhaler before soccer practice every Saturday mornings",  # near
+        "Something else entirely about speech therapy",
+    ]
+    kinds, of, counts = find_duplicates(texts, train, ["t1", "t2"], ["s0", "s1", "s2", "s3", "s4"], 0.9)
+    assert kinds == ["train_exact", None, "exact", "near", None]
+    assert of == ["t1", None, "s1", "s1", None]
+    assert counts == Counter(train_exact=1, exact=1, near=1)
+
+
+# ------------------------------------------------------------------------------ options, backends
+
+def test_strategies_and_option_checks():
+    assert {"paper", "attributes"} <= set(STRATEGIES)
+    for bad in ({"strategy": "magic"}, {"n": 0}, {"examples": 0}, {"temperature": 3}, {"dedup": "maybe"}, {"concurrency": 0}):
+        with pytest.raises(InputError):
+            options(**bad)
+    with pytest.raises(InputError, match="--attributes FILE"):
+        GenerateOptions(task=load_definitions_from_text("definition: x"), strategy="attributes")
+
+
+def load_definitions_from_text(text: str):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(text)
+    return load_definitions(f.name)
+
+
+def test_backend_resolution_checks_before_work(monkeypatch):
+    embedded = resolve_backend(None, None)
+    assert (embedded.kind, embedded.base_url) == ("embedded", None)
+    with pytest.raises(InputError, match="OPENAI_API_KEY is not set"):
+        resolve_backend("gpt-4-0125-preview", None)
+    with pytest.raises(InputError, match="cannot reach the server"):
+        resolve_backend(None, "http://127.0.0.1:9/v1")
+    with Scripted() as server:
+        assert resolve_backend(None, server.url).model == "scripted"
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        backend = resolve_backend(None, None)
+        assert (backend.kind, backend.model) == ("compatible", "scripted")
+        with pytest.raises(InputError, match="does not know the model 'llama-9000'. It serves: scripted"):
+            resolve_backend("llama-9000", server.url)
+
+
+# ------------------------------------------------------------------------------ the engine, scripted
+
+def test_faults_are_retried_and_counted(train5, tmp_path):
+    script = {
+        0: [("429", 1)],
+        1: [("500",), ("500",)],
+        2: [("hang", 3)],
+        3: [("drop",)],
+        4: [("content", "I'm sorry, I cannot write tweets about children's health.")],
+        5: [("content", "Here you go:\n\n" + numbered(5, 7))],
+        6: [("500",)] * 10,
+    }
+    with Scripted(script) as server:
+        opts = options(n=80, base_url=server.url, tries=3, timeout=1.5, cache_path=tmp_path / "c.jsonl")
+        frame, summary = generate(opts, train5)
+        retry_gap = server.times[0][1] - server.times[0][0]
+    s = summary.to_dict()
+    assert s["backend"] == "compatible" and s["calls"] == 8
+    assert s["calls_failed"] == 1 and s["errors"] == {"HTTP 500": 1}
+    assert s["calls_retried"] == 5  # calls 0, 1, 2, 3 and (failed) 6
+    assert server.attempts[6] == 3 and server.attempts[1] == 3
+    assert retry_gap >= 1.0  # the Retry-After of the 429 was honoured
+    assert s["parse_issues"] == {"missing_items": 3, "prose": 1, "refusal": 1}
+    assert s["posts_kept"] == frame.height == 10 * 5 + 7
+    assert set(frame["call"].unique()) == {0, 1, 2, 3, 5, 7}
+    assert frame["id"].is_unique().all() and frame["id"][0] == "syn-paper-0000-01"
+    assert frame["text"][0] == fake_post(0, 1)
+    # failed calls are not cached: a second run asks only for call 6 again
+    with Scripted() as server:
+        again, summary2 = generate(options(n=80, base_url=server.url, cache_path=tmp_path / "c.jsonl"), train5)
+        assert dict(server.attempts) == {6: 1}
+    assert summary2.calls_cached == 7 and summary2.calls_failed == 0 and again.height == frame.height + 10
+
+
+def test_cache_resume_gives_the_same_output_and_makes_no_call(train5, tmp_path):
+    cache = tmp_path / "c.jsonl"
+    with Scripted() as server:
+        first, _ = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:25])  # as if killed while writing call 4
+    with Scripted() as server:
+        resumed, summary = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
+        assert sum(server.attempts.values()) == 2
+    assert summary.calls_cached == 3 and summary.cache_lines_ignored == 1
+    assert resumed.equals(first)
+    with Scripted() as server:
+        _, summary = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
+        assert sum(server.attempts.values()) == 0
+    assert summary.calls_cached == 5
+    attributes = [json.loads(a) for a in first.unique("call", maintain_order=True)["attributes"]]
+    assert all(set(a) == set(attrs.TASK5_ATTRIBUTES) for a in attributes)
+    assert len({a["disorder of the child"] for a in attributes[:4]}) == 4
+
+
+def test_provenance_columns(train5):
+    with Scripted() as server:
+        frame, summary = generate(options(n=12, base_url=server.url, per_call=6, examples=3, seed=0), train5)
+    row = frame.row(0, named=True)
+    assert {k: row[k] for k in ("label", "source", "model", "strategy", "call", "item", "seed", "temperature")} == {
+        "label": 1, "source": "synthetic", "model": "scripted", "strategy": "paper", "call": 0, "item": 1, "seed": 0, "temperature": 0.0,
+    }
+    shown = row["examples_positive"].split(",") + row["examples_negative"].split(",")
+    labels = dict(read_records(TRAIN5).select("id", "label").rows())
+    assert [labels[i] for i in shown] == [1, 1, 1, 0, 0, 0]
+    assert len(row["prompt_hash"]) == 16 and row["attributes"] is None
+    assert summary.cost_usd is None and summary.prompt_tokens > 0
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+def test_cli_against_a_server_never_leaks_the_key(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    out = tmp_path / "syn.jsonl"
+    with Scripted() as server:
+        result = cli("generate", "--task", "6", "--n", "20", "--base-url", server.url, "-o", out, "--price-in", "1", "--price-out", "2")
+        assert server.auth[0] == f"Bearer {SECRET}"  # the key is sent to the server, and only there
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["posts_kept"] == 20 and meta["backend"] == "compatible" and meta["cost_usd"] > 0
+    assert "posts kept 20 of 20" in result.stderr
+    for path in tmp_path.iterdir():
+        assert SECRET not in path.read_text(), path
+    assert SECRET not in result.stdout + result.stderr
+    with Scripted(models=("other",)) as server:
+        result = cli("generate", "--n", "10", "--base-url", server.url, "--model", "scripted", "-o", tmp_path / "x.jsonl")
+    assert result.exit_code == 2 and "does not know the model 'scripted'" in result.stderr
+    assert SECRET not in result.stderr
+    assert SECRET not in cli("generate", "--help").stdout
+
+
+def test_cli_refuses_before_work(cli, tmp_path):
+    out = write_jsonl(tmp_path / "exists.jsonl", [{"text": "x"}])
+    result = cli("generate", "--n", "10", "-o", out)
+    assert result.exit_code == 2 and "Pass --force" in result.stderr
+    result = cli("generate", "--definitions", tmp_path / "d.yaml")
+    assert result.exit_code == 2 and "--train" in result.stderr
+    result = cli("generate", "--strategy", "attributes", "--attributes", write_jsonl(tmp_path / "a.json", []), "-o", tmp_path / "o.jsonl")
+    assert result.exit_code == 2 and "mapping from attribute names" in result.stderr
+    result = cli("generate", "--model", "gpt-4-0125-preview", "-o", tmp_path / "o.jsonl")
+    assert result.exit_code == 2 and "OPENAI_API_KEY is not set" in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_own_task_with_attributes_to_stdout(cli, tmp_path):
+    definitions = tmp_path / "task.json"
+    definitions.write_text(json.dumps({"definition": "Label 1: the poster's child has asthma.", "post_kind": "posts"}))
+    attributes = tmp_path / "attrs.yaml"
+    attributes.write_text("season: [winter, spring]\ntrigger: [cold air, pollen, a cold]\n")
+    with Scripted() as server:
+        result = cli("generate", "--definitions", definitions, "--train", TRAIN5, "--strategy", "attributes",
+                     "--attributes", attributes, "--n", "40", "--base-url", server.url, "--quiet")
+    assert result.exit_code == 0 and result.stderr == ""
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 40 and {r["strategy"] for r in rows} == {"attributes"}
+    seasons = Counter(json.loads(r["attributes"])["season"] for r in rows)
+    assert seasons == {"winter": 20, "spring": 20}
+
+
+# ------------------------------------------------------------------------------ the embedded model
+
+# Two calls of three short posts: the machine is small and shared.
+EMBEDDED_ARGS = ["--task", "5", "--n", "6", "--per-call", "3", "--examples", "2", "--max-tokens", "96", "--concurrency", "1"]
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory):
+    """One uninterrupted run on the real embedded SmolLM2 (llama.cpp server), through the CLI."""
+    from typer.testing import CliRunner
+
+    from smm4h_cli.cli import app
+
+    out = tmp_path_factory.mktemp("embedded") / "syn.jsonl"
+    env = {"OPENAI_API_KEY": None, "OPENAI_BASE_URL": None}
+    result = CliRunner().invoke(app, ["generate", *EMBEDDED_ARGS, "-o", str(out)], env=env, catch_exceptions=False)
+    return result, out
+
+
+@pytest.mark.slow
+def test_embedded_end_to_end_and_real_output_parsed_honestly(embedded_run):
+    result, out = embedded_run
+    assert result.exit_code == 0, result.stderr
+    frame = read_records(out)
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["backend"] == "embedded" and meta["model"] == "embedded:SmolLM2-135M-Instruct" and meta["calls"] == 2
+    assert meta["calls_failed"] == 0 and meta["cost_usd"] == 0.0 and meta["completion_tokens"] > 0
+    assert meta["posts_kept"] == frame.height and frame["source"].unique().to_list() == ["synthetic"]
+    # every post asked for is accounted for: kept, or counted as an issue of its kind
+    cache = [json.loads(line) for line in out.with_suffix(".cache.jsonl").read_text().splitlines()]
+    assert sorted(r["call"] for r in cache) == [0, 1]
+    for record in cache:
+        parsed = parse_numbered_list(record["content"], 3, record["finish_reason"])
+        whole_answer = {"empty", "refusal", "no_list"} & set(parsed.issues)
+        lost = sum(parsed.issues[k] for k in ("missing_items", "empty_items", "placeholder_items", "truncated"))
+        assert whole_answer or len(parsed.posts) + lost == 3
+    issues = sum(meta["parse_issues"].values())
+    assert frame.height + issues >= 1
+    assert f"posts kept {meta['posts_kept']} of 6" in result.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_loses_nothing_and_doubles_nothing(embedded_run, tmp_path):
+    _, reference = embedded_run
+    out = tmp_path / "syn.jsonl"
+    cache = out.with_suffix(".cache.jsonl")
+    env = {**{k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "smm4h_cli", "generate", *EMBEDDED_ARGS, "-o", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.exists() and cache.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    finished = cache.read_text().count("\n")
+    assert finished == 1
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["calls_cached"] == 1 and meta["calls"] == 2
+    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 2
+    resumed, uninterrupted = read_records(out), read_records(reference)
+    assert resumed["id"].is_unique().all()
+    assert resumed.equals(uninterrupted)
+
+
+def test_dedup_drop_removes_repeats_and_leaks_and_counts_them(train5):
+    leak = train5.filter(pl.col("label") == 1)["text"][0]
+    answer = f"1. our toddler said her first word today\n2. Our toddler said her FIRST word today!\n3. {leak}"
+    with Scripted({0: [("content", answer)] * 2}) as server:
+        flagged, summary = generate(options(n=3, per_call=3, base_url=server.url), train5)
+        dropped, summary_drop = generate(options(n=3, per_call=3, base_url=server.url, dedup="drop"), train5)
+    assert flagged["duplicate"].to_list() == [None, "exact", "train_exact"]
+    assert flagged["duplicate_of"][1] == "syn-paper-0000-01"
+    assert dropped["text"].to_list() == ["our toddler said her first word today"]
+    assert summary.duplicates == summary_drop.duplicates == {"train_exact": 1, "train_near": 0, "exact": 1, "near": 0}
+    assert (summary.posts_kept, summary_drop.posts_kept) == (3, 1)

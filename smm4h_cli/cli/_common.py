@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Sequence
 
 import typer
@@ -34,6 +35,10 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs 
 Force = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
 Format = Annotated[TableFormat, typer.Option("--format", "-f", help="Output: a table for people, or json/csv/markdown.")]
+
+
+#: Where ``smm4h generate`` writes when run at a terminal, and where ``smm4h train --with-synthetic`` reads.
+DEFAULT_SYNTHETIC = Path("synthetic.jsonl")
 
 
 def columns(text_col: str | None, label_col: str | None, id_col: str | None) -> Columns:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from smm4h_cli.cli._common import Force, IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, show_progress
+from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Force, IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, show_progress
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.io import STDIO, check_writable, read_records, write_json, write_records
 from smm4h_cli.sample import sample_path
@@ -49,7 +49,7 @@ def generate_cli(
     task: Annotated[int, typer.Option("--task", "-t", help="SMM4H 2024 task: 5 (child's disorder, tweets) or 6 (self-reported exact age); picks the paper's label definitions and the default --train.")] = 5,
     n: Annotated[int, typer.Option("--n", help="Synthetic posts to ask for, in calls of --per-call (the paper: 1,000 in 100 calls).")] = 1000,
     train: Annotated[Path | None, typer.Option("--train", help="Labelled posts the few-shot examples are drawn from \\[default: the task's sample data].", show_default=False)] = None,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output file (.jsonl, .parquet, .csv, .tsv), or '-' for JSON lines on stdout. A file gets OUT.meta.json (the summary) and OUT.cache.jsonl (the call cache) beside it.")] = STDIO,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output file (.jsonl, .parquet, .csv, .tsv), or '-' for JSON lines on stdout. A file gets OUT.meta.json (the summary) and OUT.cache.jsonl (the call cache) beside it. \\[default: JSON lines on stdout when it is a pipe or a file; else synthetic.jsonl, where smm4h train --with-synthetic looks].", show_default=False)] = None,
     strategy: Annotated[Strategy, typer.Option("--strategy", help="paper: the paper's few-shot prompt. attributes: each call also fixes one value of every attribute (AttrPrompt), spread evenly, for diversity.")] = Strategy.paper,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name: an OpenAI model (the paper's: gpt-4-0125-preview; needs OPENAI_API_KEY), a model of the --base-url server, or 'embedded' \\[default: the embedded SmolLM2-135M-Instruct without a key or base URL; gpt-4-0125-preview with OPENAI_API_KEY; the server's first model with --base-url].", show_default=False)] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio), e.g. http://localhost:8000/v1 \\[default: $OPENAI_BASE_URL].", show_default=False)] = None,
@@ -92,6 +92,8 @@ def generate_cli(
     from smm4h_cli.generation.generate import GenerateOptions, generate
     from smm4h_cli.generation.prompts import builtin_task, load_definitions
 
+    if out is None:  # piped: the posts flow on; at a terminal: the file that train --with-synthetic reads
+        out = STDIO if not sys.stdout.isatty() else str(DEFAULT_SYNTHETIC)
     if show_attributes:
         attribute_set = attrs.load_attributes(attributes) if attributes else attrs.builtin_attributes(task)
         sys.stdout.write(attrs.dump_attributes(attribute_set))

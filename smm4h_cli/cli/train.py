@@ -9,14 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from smm4h_cli.cli._common import Format, IdCol, LabelCol, Quiet, TableFormat, TextCol, columns, emit_table, err, show_progress
+from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Format, IdCol, LabelCol, Quiet, TableFormat, TextCol, columns, emit_table, err, show_progress
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
 from smm4h_cli.training.train import TrainOptions, train_seeds
 
 #: Where ``smm4h generate`` writes by default, and so where ``--with-synthetic`` looks.
-DEFAULT_SYNTHETIC = Path("synthetic.jsonl")
 
 
 def parse_seeds(value: str) -> list[int]:

@@ -51,9 +51,7 @@ def study_cli(
 ) -> None:
     """Run the whole study: generate, analyse, train with and without synthetic data, compare, report.
 
-    Every step writes its files into the study folder as the standalone command would; a re-run
-    redoes only what is missing or what a changed option or file reaches. The report is
-    OUT/report.md and OUT/report.html (self-contained). Example:
+    Every step writes its files into the study folder as the standalone command would; a re-run redoes only what is missing or what a changed option or file reaches, and an interrupted step resumes. The report is OUT/report.md and OUT/report.html (self-contained, opens offline). Example:
 
         smm4h study --task 5 --quick
     """

@@ -164,8 +164,8 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
                 verdict += " Unlike in the paper, synthetic data helped here."
         elif interval_excludes_zero:
             verdict = (
-                f"the evidence is mixed ({pair['verdict']}): the bootstrap interval of ΔF1 excludes 0, "
-                "but McNemar's test finds no significant difference in the errors the two models make; "
+                "the evidence is mixed: the bootstrap interval of ΔF1 excludes 0, but McNemar's test finds "
+                f"no significant difference in the errors the two models make (p = {_p(pair.get('p_adjusted', pair['mcnemar_p']))}); "
                 "more test posts or more seeds would settle it."
             )
         else:

@@ -20,7 +20,15 @@ def sample_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "sample_data"
     if checkout.is_dir():
         return checkout
-    return Path(sysconfig.get_path("data")) / "share" / "smm4h" / "sample_data"
+    # pip puts data files under the install prefix, or the user base with `pip install --user`
+    installed = [Path(sysconfig.get_path("data", scheme)) / "share" / "smm4h" / "sample_data" for scheme in _schemes()]
+    return next((d for d in installed if d.is_dir()), installed[0])
+
+
+def _schemes() -> list[str]:
+    schemes = [sysconfig.get_default_scheme()]
+    user = sysconfig.get_preferred_scheme("user")
+    return schemes + ([user] if user not in schemes else [])
 
 
 def sample_path(task: int, split: str) -> Path:

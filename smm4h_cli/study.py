@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -28,8 +27,8 @@ from typing import Any, Callable
 
 import polars as pl
 
-from smm4h_cli.errors import InputError
-from smm4h_cli.io import Columns, read_records, write_json, write_records, write_text
+from smm4h_cli.errors import InputError, RunError
+from smm4h_cli.io import Columns, read_records, write_json, write_records
 from smm4h_cli.sample import sample_path
 
 STATE_FILE = "steps.json"
@@ -109,8 +108,11 @@ class StudyOptions:
 
     @classmethod
     def quick(cls, **overrides: Any) -> "StudyOptions":
-        """A small run for a first look: 50 synthetic posts, 3 epochs, 300-post samples."""
-        return cls(**{"n": 50, "epochs": 3, "sample": 300, "bootstrap": 2000, **overrides})
+        """A small run for a first look: 50 synthetic posts, 5 epochs in batches of 16, 300-post samples.
+
+        Batches of 16 give the short training as many updates as the paper's 10 epochs of 32.
+        """
+        return cls(**{"n": 50, "epochs": 5, "batch_size": 16, "sample": 300, "bootstrap": 2000, **overrides})
 
     def data_path(self, split: str) -> Path:
         given = {"train": self.train, "validation": self.validation, "test": self.test}[split]
@@ -130,6 +132,9 @@ class StepEvent:
 
 
 EventFn = Callable[[StepEvent], None]
+#: ``progress(done, total, detail)`` within the running step: generation calls, training steps
+#: (per seed) or embedded posts.
+ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -188,12 +193,14 @@ class _Steps:
         self._save()
         self.tell(StepEvent(self.index, self.total, name, "running", detail="resuming" if resume else ""))
         started = time.monotonic()
-        fn(resume)
+        complete = fn(resume) is not False
         seconds = round(time.monotonic() - started, 1)
-        self.state[name] = {"fingerprint": fp, "done": True, "seconds": seconds}
+        # A step that returns False (generation with failed calls) stays not done: the next run
+        # goes on with it, from its cache.
+        self.state[name] = {"fingerprint": fp, "done": complete, "seconds": seconds}
         self._save()
         self.ran.append(name)
-        self.tell(StepEvent(self.index, self.total, name, "done", seconds=seconds))
+        self.tell(StepEvent(self.index, self.total, name, "done", seconds=seconds, detail="" if complete else "incomplete: run again to retry"))
 
     def _save(self) -> None:
         write_json(self.path, self.state)
@@ -206,20 +213,30 @@ def arms_of(options: StudyOptions) -> list[str]:
     return arms
 
 
-def run_study(options: StudyOptions, on_event: EventFn | None = None) -> StudyResult:
-    """Run (or resume) the study in ``options.out``; returns where the report is and its numbers."""
+def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progress: ProgressFn | None = None) -> StudyResult:
+    """Run (or resume) the study in ``options.out``; returns where the report is and its numbers.
+
+    ``on_event`` hears each step start, finish or be skipped; ``on_progress`` how far the running
+    step has got.
+    """
+    tell = on_progress or (lambda done, total, detail: None)
     from smm4h_cli.analysis.clustering import EmbedClusterOptions
     from smm4h_cli.generation.backends import resolve_backend
-    from smm4h_cli.training.train import TrainOptions
+    from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, preflight
 
     out = options.out
     paths = {split: options.data_path(split) for split in ("train", "validation", "test")}
     frames = {split: read_records(p, options.columns, require_label=True) for split, p in paths.items()}
-    digests = {split: file_digest(p) for split, p in paths.items()}
-    # Fail on bad options before any work, as the standalone commands do.
+    # What a step was computed from: the content of its files and how their columns are read.
+    digests = {split: file_digest(p) for split, p in paths.items()} | {"columns": asdict(options.columns)}
+    # Fail on bad options before any work, as the standalone commands do: the generator, the
+    # analysis settings, the device and the classifier base.
     backend = resolve_backend(options.generator, options.base_url)
     EmbedClusterOptions(k=options.k, sample=options.sample, seed=options.seed)
-    TrainOptions(model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, max_length=options.max_length, device=options.device)
+    preflight(
+        TrainOptions(model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, max_length=options.max_length, device=options.device),
+        frames["train"], frames["validation"], None,
+    )
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; --out takes a folder for the study.")
     out.mkdir(parents=True, exist_ok=True)
@@ -243,19 +260,19 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None) -> StudyRe
         for strategy in options.strategies:
             target = out / "synthetic" / f"{strategy}.jsonl"
             key = {
-                "train": digests["train"], "task": options.task, "n": options.n, "strategy": strategy,
+                "train": digests["train"], "columns": digests["columns"], "task": options.task, "n": options.n, "strategy": strategy,
                 "model": backend.model, "backend": backend.kind, "base_url": options.base_url,
                 "temperature": options.temperature, "examples": options.examples, "seed": options.seed,
             }
             steps.run(
                 f"generate {strategy}", key, [target, target.with_suffix(".meta.json")],
-                lambda resume, s=strategy, t=target: _generate(options, s, t, frames["train"], backend, generator_url),
+                lambda resume, s=strategy, t=target: _generate(options, s, t, frames["train"], backend, generator_url, tell),
             )
             synthetic[strategy] = target
 
     syn_frames = {s: read_records(p) for s, p in synthetic.items()}
     syn_digests = {s: file_digest(p) for s, p in synthetic.items()}
-    analysis_key = {"train": digests["train"], "synthetic": syn_digests, "sample": options.sample, "seed": options.seed}
+    analysis_key = {"train": digests["train"], "columns": digests["columns"], "synthetic": syn_digests, "sample": options.sample, "seed": options.seed}
     named = [("train", frames["train"])] + [(f"synthetic {s}", f) for s, f in syn_frames.items()]
 
     tables = out / "tables"
@@ -263,11 +280,11 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None) -> StudyRe
     figure = out / "figure2"
     steps.run(
         "embed-cluster (Figure 2)", {**analysis_key, "k": options.k, "device": "any"},
-        [figure / "metrics.json", figure / "tsne.png"], lambda resume: _embed(options, named, figure),
+        [figure / "metrics.json", figure / "tsne.png"], lambda resume: _embed(options, named, figure, tell),
     )
 
     train_key = {
-        "train": digests["train"], "validation": digests["validation"], "test": digests["test"],
+        "train": digests["train"], "validation": digests["validation"], "test": digests["test"], "columns": digests["columns"],
         "model": options.classifier, "epochs": options.epochs, "lr": options.lr, "batch_size": options.batch_size,
         "max_length": options.max_length, "seeds": list(options.seeds),
     }
@@ -276,11 +293,11 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None) -> StudyRe
         key = {**train_key, "arm": arm, "synthetic": syn_digests.get(strategy) if strategy else None}
         run_dir = out / "runs" / arm
         steps.run(
-            f"train {arm}", key, [run_dir / "summary.json"],
-            lambda resume, a=arm, s=strategy, d=run_dir: _train(options, a, d, frames, syn_frames.get(s) if s else None, resume),
+            f"train {arm}", key, [run_dir / "summary.json"] + [run_dir / f"seed-{s}" / TEST_PREDICTIONS for s in options.seeds],
+            lambda resume, a=arm, s=strategy, d=run_dir: _train(options, a, d, frames, syn_frames.get(s) if s else None, resume, tell),
         )
 
-    prediction_files = {arm: [out / "runs" / arm / f"seed-{s}" / "test_predictions.jsonl" for s in options.seeds] for arm in arms}
+    prediction_files = {arm: [out / "runs" / arm / f"seed-{s}" / TEST_PREDICTIONS for s in options.seeds] for arm in arms}
     compare_key = {arm: [file_digest(p) for p in files] for arm, files in prediction_files.items()}
     steps.run(
         "compare (Table 2)", {**compare_key, "bootstrap": options.bootstrap, "seed": options.seed},
@@ -296,7 +313,7 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None) -> StudyRe
 # ------------------------------------------------------------------------------ the steps
 
 
-def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.DataFrame, backend, url: Callable[[], str | None]) -> None:
+def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.DataFrame, backend, url: Callable[[], str | None], tell: ProgressFn) -> bool:
     from smm4h_cli.generation.generate import GenerateOptions, generate
     from smm4h_cli.generation.prompts import builtin_task
 
@@ -306,9 +323,19 @@ def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.Data
         seed=options.seed, concurrency=options.concurrency, cache_path=target.with_suffix(".cache.jsonl"),
     )
     running = replace(backend, base_url=url()) if backend.kind == "embedded" else backend
-    frame, summary = generate(gen, train, backend=running)
+    frame, summary = generate(
+        gen, train, backend=running,
+        progress=lambda e: tell(e.calls_done, e.calls_total, f"calls; {e.posts:,} posts, {e.completion_tokens:,} tokens"),
+    )
+    if frame.height == 0:
+        issues = ", ".join(f"{k} {v}" for k, v in {**summary.errors, **summary.parse_issues}.items() if v)
+        raise RunError(
+            f"generation with the {strategy} strategy gave no posts ({issues or 'no answer parsed'}); "
+            "check the generator (--generator, --base-url), then run the study again."
+        )
     write_records(frame, target, force=True)
     write_json(target.with_suffix(".meta.json"), summary.to_dict())
+    return summary.calls_failed == 0
 
 
 def _ngrams(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], tables: Path) -> None:
@@ -319,7 +346,7 @@ def _ngrams(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], tables
     write_records(pl.DataFrame(rows), tables / "table3.csv", force=True)
 
 
-def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure: Path) -> None:
+def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure: Path, tell: ProgressFn) -> None:
     from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs
     from smm4h_cli.analysis.ngrams import groups_from_frames
 
@@ -328,11 +355,13 @@ def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure:
         k=options.k, sample=options.sample, seed=options.seed, device=options.device,
         cache_dir=options.out / ".cache" / "embeddings", synthetic=synthetic,
     )
-    result = embed_cluster(groups_from_frames(named, by_label=True), emb)
+    result = embed_cluster(
+        groups_from_frames(named, by_label=True), emb, progress=lambda stage, done, total: tell(done, total, "posts embedded" if stage == "embed" else stage)
+    )
     write_outputs(result, figure, plot=True, seed=options.seed)
 
 
-def _train(options: StudyOptions, arm: str, run_dir: Path, frames: dict[str, pl.DataFrame], synthetic: pl.DataFrame | None, resume: bool) -> None:
+def _train(options: StudyOptions, arm: str, run_dir: Path, frames: dict[str, pl.DataFrame], synthetic: pl.DataFrame | None, resume: bool, tell: ProgressFn) -> None:
     from smm4h_cli.training.train import TrainOptions, train_seeds
 
     balance = arm if arm in IMBALANCE_BASELINES else "none"
@@ -340,7 +369,13 @@ def _train(options: StudyOptions, arm: str, run_dir: Path, frames: dict[str, pl.
         out=run_dir, model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
         max_length=options.max_length, device=options.device, balance=balance, resume=resume, force=not resume,
     )
-    train_seeds(train_options, options.seeds, frames["train"], frames["validation"], synthetic, test_frame=frames["test"])
+    def step(info: dict) -> None:
+        if "step" in info:
+            loss = "" if info.get("loss") is None else f", loss {info['loss']:.3f}"
+            f1 = "" if info.get("val_f1") is None else f", val F1 {info['val_f1']:.3f}"
+            tell(info["step"], info["steps"] or 1, f"steps of seed {info['seed']}, epoch {info['epoch']:.1f}/{info['epochs']}{loss}{f1}")
+
+    train_seeds(train_options, options.seeds, frames["train"], frames["validation"], synthetic, progress=step, test_frame=frames["test"])
 
 
 def _compare(options: StudyOptions, prediction_files: dict[str, list[Path]], tables: Path) -> None:

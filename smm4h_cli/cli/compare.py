@@ -162,12 +162,9 @@ def compare_cli(
     label_col: LabelCol = None,
     id_col: IdCol = None,
 ) -> None:
-    """Compare classifiers on the same labelled test set: the paper's Table 2, and whether each
-    difference is real.
+    """Compare classifiers on the same labelled test set: the paper's Table 2, and whether each difference is real.
 
-    F1, precision and recall of label 1 per arm (mean ± std over seeds), the winner of each
-    column marked; for every arm against the first: the difference in F1 with a 95% paired
-    bootstrap interval, McNemar's exact test, and a verdict in words. Example:
+    F1, precision and recall of label 1 per arm (mean ± std over seeds), the winner of each column marked; for every arm against the first: the difference in F1 with a 95% paired bootstrap interval, McNemar's exact test, and a verdict in words. Example:
 
         smm4h compare runs/baseline runs/synthetic
     """

@@ -52,10 +52,7 @@ def embed_cluster_cli(
 ) -> None:
     """Embed posts, cluster them with k-means and draw t-SNE (the paper's Figure 2), with diversity numbers per group.
 
-    Per group: the Vendi score (effective number of distinct posts, size-matched), dispersion
-    (cosine distance to the centroid and between pairs), the k-means clusters it occupies and
-    their entropy, the share of real-positive clusters a synthetic group reaches, and how many
-    synthetic posts nearly copy a real one. The paper's three groups:
+    Per group: the Vendi score (effective number of distinct posts, size-matched), dispersion (cosine distance to the centroid and between pairs), the k-means clusters it occupies and their entropy, the share of real-positive clusters a synthetic group reaches, and how many synthetic posts nearly copy a real one. The paper's three groups:
 
         smm4h embed-cluster train.jsonl synthetic.jsonl --by-label --out figure2
     """

@@ -167,7 +167,11 @@ def _print_summary(s) -> None:
     err.print(escape("\n".join(lines)), soft_wrap=True)
     if s.errors:
         failed = ", ".join(f"{k} ({v})" for k, v in s.errors.items())
-        err.print(f"[yellow]Failed calls: {escape(failed)}. Run the same command again to retry them; finished calls come from the cache.[/]", soft_wrap=True)
+        again = (
+            "Run the same command again with --force to retry them; finished calls come from the cache."
+            if s.cache else "Give --cache FILE to keep finished calls, then run again to retry the failed ones."
+        )
+        err.print(f"[yellow]Failed calls: {escape(failed)}. {again}[/]", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

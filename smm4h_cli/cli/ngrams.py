@@ -34,8 +34,7 @@ def ngrams_cli(
 ) -> None:
     """Count unique n-grams per file (or per label) on equal-size samples: the paper's Table 3.
 
-    Also reports distinct-n (unique / total n-grams) and the gzip compression ratio, a cheap
-    homogeneity score (higher = more repetitive). Example:
+    Also reports distinct-n (unique / total n-grams) and the gzip compression ratio, a cheap homogeneity score (higher = more repetitive). Example:
 
         smm4h ngrams sample_data/task5/train.jsonl synthetic.jsonl --by-label
     """

@@ -30,8 +30,7 @@ def predict_cli(
 ) -> None:
     """Add pred and prob (probability of label 1) to every record; other columns pass through.
 
-    When the input has labels, F1, precision and recall of label 1 and the confusion matrix go
-    to stderr. Example:
+    When the input has labels, F1, precision and recall of label 1 and the confusion matrix go to stderr. Example:
 
         smm4h predict runs/baseline sample_data/task5/test.jsonl --out predictions.jsonl
     """

@@ -6,17 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from smm4h_cli.cli._common import IdCol, LabelCol, Quiet, Seed, TextCol, columns, err
+from smm4h_cli.cli._common import IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, show_progress
+from smm4h_cli.cli.train import parse_seeds
 from smm4h_cli.errors import InputError
 from smm4h_cli.study import StepEvent, StudyOptions, run_study
-
-
-def _ints(value: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"{flag} takes comma-separated integers such as 0,1,2; got '{value}'.") from None
 
 
 def study_cli(
@@ -33,15 +29,15 @@ def study_cli(
     examples: Annotated[int, typer.Option("--examples", help="Few-shot examples of each label per call (the paper: 5).")] = 5,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Generation requests in flight.")] = 4,
     model: Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id or folder \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs \\[default: 10 as the paper; 3 with --quick].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs \\[default: 10 as the paper; 5 with --quick].", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch size \\[default: 32; 16 with --quick].", show_default=False)] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per post.")] = 128,
     seeds: Annotated[str, typer.Option("--seeds", help="Training seeds per arm, comma-separated (mean ± std across them).")] = "0",
     baselines: Annotated[bool, typer.Option("--baselines", help="Also train with class weighting and with oversampling, the classic answers to imbalance.")] = False,
     sample: Annotated[int | None, typer.Option("--sample", help="Posts per group in the n-gram and embedding analyses \\[default: 1000; 300 with --quick].", show_default=False)] = None,
     k: Annotated[str, typer.Option("--k", help="k-means clusters, or 'auto'.")] = "10",
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
-    quick: Annotated[bool, typer.Option("--quick", help="A small run for a first look (50 synthetic posts, 3 epochs, 300-post samples).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A small run for a first look, minutes on a laptop CPU (50 synthetic posts, 5 epochs in batches of 16, 300-post samples).")] = False,
     seed: Seed = 0,
     force: Annotated[bool, typer.Option("--force", help="Redo every step, even those that are up to date.")] = False,
     quiet: Quiet = False,
@@ -64,25 +60,39 @@ def study_cli(
         columns=columns(text_col, label_col, id_col),
         strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
         generator=generator, base_url=base_url, temperature=temperature, examples=examples,
-        concurrency=concurrency, classifier=model, batch_size=batch_size, max_length=max_length,
-        seeds=_ints(seeds, "--seeds"), baselines=baselines, k=k_value, seed=seed, device=device, force=force,
+        concurrency=concurrency, classifier=model, max_length=max_length,
+        seeds=tuple(parse_seeds(seeds)), baselines=baselines, k=k_value, seed=seed, device=device, force=force,
     )
-    given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("sample", sample)) if value is not None})
+    given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})
     options = StudyOptions.quick(**given) if quick else StudyOptions(**given)
     talk = not quiet
+    bar = Progress(
+        TextColumn("  "), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=err, transient=True, disable=not show_progress(quiet),
+    )
+    current: list = []
 
     def on_event(event: StepEvent) -> None:
+        for task in current:
+            bar.remove_task(task)
+        current.clear()
         if not talk:
             return
         head = f"[{event.index}/{event.total}] {event.name}"
         if event.state == "running":
             err.print(f"{head} …" + (f" ({event.detail})" if event.detail else ""))
+            current.append(bar.add_task("", total=None))
         elif event.state == "skipped":
             err.print(f"{head}: [dim]{event.detail}[/]")
         else:
-            err.print(f"{head}: [green]done[/] in {event.seconds:,.0f} s")
+            err.print(f"{head}: [green]done[/] in {event.seconds:,.0f} s" + (f" [yellow]({escape(event.detail)})[/]" if event.detail else ""))
 
-    result = run_study(options, on_event)
+    def on_progress(done: int, total: int, detail: str) -> None:
+        if current:
+            bar.update(current[0], completed=done, total=total, description=escape(detail))
+
+    with bar:
+        result = run_study(options, on_event, on_progress)
     if talk:
         err.print(f"\n{result.numbers['conclusion']}\n", soft_wrap=True)
         err.print(f"Report: [bold]{result.report_html}[/] (and {result.report_md})")

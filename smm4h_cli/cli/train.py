@@ -15,8 +15,6 @@ from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
 from smm4h_cli.training.train import TrainOptions, train_seeds
 
-#: Where ``smm4h generate`` writes by default, and so where ``--with-synthetic`` looks.
-
 
 def parse_seeds(value: str) -> list[int]:
     try:
@@ -86,12 +84,9 @@ def train_cli(
     label_col: LabelCol = None,
     id_col: IdCol = None,
 ) -> None:
-    """Fine-tune a classifier with the Hugging Face Trainer, as the paper: 10 epochs, learning rate
-    5e-5 decaying linearly to 0, validation F1 of label 1 after every epoch, the best epoch kept.
+    """Fine-tune a classifier with the Hugging Face Trainer, as the paper: 10 epochs, learning rate 5e-5 decaying linearly to 0, validation F1 of label 1 after every epoch, the best epoch kept.
 
-    The run folder holds one seed-N folder per seed (model and tokenizer, loadable by transformers;
-    metrics.json; train_config.json; test_predictions.jsonl with --test) and summary.json. The table
-    of best validation scores (and test scores with --test) goes to stdout. Examples:
+    The run folder holds one seed-N folder per seed (model and tokenizer, loadable by transformers; metrics.json; train_config.json; test_predictions.jsonl with --test) and summary.json. The table of best validation scores (and test scores with --test) goes to stdout. Examples:
 
         smm4h train --epochs 3
 

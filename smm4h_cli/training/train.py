@@ -528,7 +528,7 @@ def _predict_saved(seed_dir: Path, test_frame: pl.DataFrame, options: TrainOptio
     return _predict_test(model, tokenizer, test_frame, options, device, seed_dir)
 
 
-def _preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFrame, synthetic: pl.DataFrame | None) -> None:
+def preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFrame, synthetic: pl.DataFrame | None) -> None:
     """Every check that can fail on bad input, before anything is written."""
     from transformers import AutoConfig
 
@@ -592,7 +592,7 @@ def train_seeds(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {seeds}.")
-    _preflight(options, train, validation, synthetic)
+    preflight(options, train, validation, synthetic)
     _prepare_out(options, seeds)
     runs: dict[str, dict[str, Any]] = {}
     for seed in seeds:

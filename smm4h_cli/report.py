@@ -197,7 +197,11 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
             parts.append(f"reach {g['positive_clusters_reached']} of the {g['positive_clusters']} k-means clusters that real positives occupy")
         real_pos = next((ngram[p["group"]] for p in positives if p["group"] in ngram), None)
         if real_pos and g["group"] in ngram:
-            parts.append(f"use {ngram[g['group']]['unique_3grams']:,} unique trigrams against {real_pos['unique_3grams']:,} in as many real positives")
+            syn = ngram[g["group"]]
+            parts.append(
+                f"use {syn['unique_3grams']:,} unique trigrams against {real_pos['unique_3grams']:,} in as many real positives "
+                f"(distinct-3, unique per trigram used: {syn['distinct_3']:.2f} against {real_pos['distinct_3']:.2f})"
+            )
         if g["copy_share"] is not None:
             parts.append(f"{g['copy_share']:.1%} of them lie within cosine {metrics['settings']['copy_threshold']:g} of a real training post")
         verdict = ""

@@ -240,11 +240,7 @@ def _load(model_ref: str, seed: int):
             model_ref, num_labels=2, id2label={0: "0", 1: "1"}, label2id={"0": 0, "1": 1}
         )
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"--model {model_ref}: could not load it ({first}). Give a local folder, or a Hugging Face "
-            f"id that is in the local cache (nothing is downloaded when HF_HUB_OFFLINE=1)."
-        ) from None
+        raise _unloadable(model_ref, exc) from None
     return model, tokenizer
 
 
@@ -528,6 +524,14 @@ def _predict_saved(seed_dir: Path, test_frame: pl.DataFrame, options: TrainOptio
     return _predict_test(model, tokenizer, test_frame, options, device, seed_dir)
 
 
+def _unloadable(model_ref: str, exc: Exception) -> InputError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(
+        f"--model {model_ref}: could not load it ({first}). Give a local folder, or a Hugging Face "
+        f"id that is in the local cache (nothing is downloaded when HF_HUB_OFFLINE=1)."
+    )
+
+
 def preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFrame, synthetic: pl.DataFrame | None) -> None:
     """Every check that can fail on bad input, before anything is written."""
     from transformers import AutoConfig
@@ -542,11 +546,7 @@ def preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFra
     try:
         AutoConfig.from_pretrained(model_ref)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"--model {model_ref}: could not load it ({first}). Give a local folder, or a Hugging Face "
-            f"id that is in the local cache (nothing is downloaded when HF_HUB_OFFLINE=1)."
-        ) from None
+        raise _unloadable(model_ref, exc) from None
 
 
 def _check_validation(validation: pl.DataFrame) -> int:

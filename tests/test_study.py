@@ -216,3 +216,27 @@ def test_html_renders_in_headless_chromium(finished, tmp_path):
     assert saturated.sum() > 500, "no figure visible in the screenshot"
     # the table header background (#f0f0f0) shows that the tables were rendered as tables
     assert (np.abs(pixels - 240).max(axis=1) <= 2).sum() > 1000
+
+
+def test_a_step_that_reports_itself_incomplete_runs_again_as_a_resume(tmp_path):
+    # A generation with failed calls returns False: it stays not done, and the next run goes on
+    # with it (resume=True: the call cache answers the finished calls) instead of skipping it.
+    from smm4h_cli.study import _Steps
+
+    target = tmp_path / "synthetic.jsonl"
+    calls: list[bool] = []
+
+    def step(resume: bool) -> bool:
+        calls.append(resume)
+        target.write_text("{}\n")
+        return len(calls) > 1  # incomplete the first time, complete the second
+
+    first = _Steps(tmp_path, 1, force=False, on_event=None)
+    first.run("generate paper", {"n": 10}, [target], step)
+    assert json.loads((tmp_path / "steps.json").read_text())["generate paper"]["done"] is False
+    second = _Steps(tmp_path, 1, force=False, on_event=None)
+    second.run("generate paper", {"n": 10}, [target], step)
+    assert calls == [False, True] and second.ran == ["generate paper"]
+    third = _Steps(tmp_path, 1, force=False, on_event=None)
+    third.run("generate paper", {"n": 10}, [target], step)
+    assert calls == [False, True] and third.skipped == ["generate paper"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from smm4h_cli.tables import markdown_table
+from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
 
 if TYPE_CHECKING:
@@ -55,14 +55,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _data_rows(paths: dict[str, Path], frames: dict[str, pl.DataFrame], synthetic: dict[str, Path]) -> list[dict[str, Any]]:
     rows = []
     for split, frame in frames.items():
@@ -72,37 +64,6 @@ def _data_rows(paths: dict[str, Path], frames: dict[str, pl.DataFrame], syntheti
         n = sum(1 for _ in path.open(encoding="utf-8"))
         rows.append({"data": f"synthetic ({strategy})", "file": str(path), "posts": n, "label 1": n, "share of label 1": 1.0})
     return rows
-
-
-def _arm_rows(table2: dict) -> list[dict[str, Any]]:
-    winners = table2["winners"]
-    rows = []
-    for arm in table2["arms"]:
-        row: dict[str, Any] = {"arm": arm["arm"]}
-        for metric in ("f1", "precision", "recall"):
-            cell = _fmt(arm[metric])
-            if arm.get(f"{metric}_std") is not None:
-                cell += f" ± {arm[f'{metric}_std']:.3f}"
-            if arm["arm"] in winners.get(metric, []):
-                cell = f"**{cell}**"
-            row[{"f1": "F1", "precision": "Precision", "recall": "Recall"}[metric]] = cell
-        row["seeds"] = arm["seeds"]
-        rows.append(row)
-    return rows
-
-
-def _pair_rows(table2: dict) -> list[dict[str, Any]]:
-    conf = f"{table2['confidence']:.0%}"
-    return [
-        {
-            "comparison": f"{p['b']} vs {p['a']}",
-            "ΔF1": f"{p['f1_diff']:+.3f}",
-            f"{conf} CI (paired bootstrap)": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
-            "McNemar p": _p(p["mcnemar_p"]),
-            "verdict": p["verdict"],
-        }
-        for p in table2["pairs"]
-    ]
 
 
 def _generation_rows(synthetic: dict[str, Path]) -> list[dict[str, Any]]:
@@ -165,7 +126,7 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
         elif interval_excludes_zero:
             verdict = (
                 "the evidence is mixed: the bootstrap interval of ΔF1 excludes 0, but McNemar's test finds "
-                f"no significant difference in the errors the two models make (p = {_p(pair.get('p_adjusted', pair['mcnemar_p']))}); "
+                f"no significant difference in the errors the two models make (p = {format_p(pair.get('p_adjusted', pair['mcnemar_p']))}); "
                 "more test posts or more seeds would settle it."
             )
         else:
@@ -177,7 +138,7 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
             f"Adding {what} to the training data {direction} the test F1 of the positive class "
             f"from {baseline['f1']:.3f} to {arm['f1']:.3f} (Δ = {pair['f1_diff']:+.3f}, "
             f"{table2['confidence']:.0%} CI [{pair['ci_low']:+.3f}, {pair['ci_high']:+.3f}], "
-            f"McNemar p = {_p(pair['mcnemar_p'])}): {verdict}"
+            f"McNemar p = {format_p(pair['mcnemar_p'])}): {verdict}"
         )
     by_group = {g["group"]: g for g in metrics["groups"]}
     ngram = {r["group"]: r for r in table3}
@@ -237,6 +198,7 @@ def write_report(
     text = conclusion(table2, table3, metrics, generation)
 
     versions = _versions()
+    table2_arms, table2_pairs = table2_rows(table2, ("**", "**"), ci_label="CI (paired bootstrap)")
     gen_models = sorted({g["model"] for g in generation})
     md: list[str] = [
         f"# Will LLM-generated positives help? SMM4H {TASK_TITLES[options.task]}",
@@ -266,12 +228,12 @@ def write_report(
         "**bold** marks the best of each column"
         + ("; with several seeds, mean ± standard deviation." if len(options.seeds) > 1 else "."),
         "",
-        markdown_table(_arm_rows(table2)),
+        markdown_table(table2_arms, TABLE2_HEADERS),
         "Is the difference real? Paired bootstrap of the test posts "
         f"({table2['bootstrap']:,} resamples) and McNemar's exact test on the posts the two models label differently"
         + (" (p-values Holm-adjusted across pairs for the verdict)." if len(table2["pairs"]) > 1 else "."),
         "",
-        markdown_table(_pair_rows(table2)),
+        markdown_table(table2_pairs),
         "## Table 3: unique n-grams",
         "",
         f"Equal-size samples of {table3[0]['posts']:,} posts per group; distinct-n = unique / total n-grams; "

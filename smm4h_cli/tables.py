@@ -39,3 +39,36 @@ def markdown_table(rows: Sequence[dict[str, Any]], headers: dict[str, str] | Non
     lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
     lines += ["| " + " | ".join(_md_cell(format_cell(r[k], digits)) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+TABLE2_HEADERS = {"f1": "F1", "precision": "Precision", "recall": "Recall"}
+
+
+def format_p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def table2_rows(result: dict[str, Any], bold: tuple[str, str], ci_label: str = "CI") -> tuple[list[dict], list[dict]]:
+    """The rows of Table 2 from ``Comparison.to_dict()``: one per arm (scores with ± std over seeds,
+    the best of each column wrapped in ``bold``), and one per pair (ΔF1, its interval, McNemar p, verdict).
+    """
+
+    def cell(arm: dict, metric: str) -> str:
+        text = f"{arm[metric]:.3f}"
+        if arm[f"{metric}_std"] is not None:
+            text += f" ± {arm[f'{metric}_std']:.3f}"
+        return f"{bold[0]}{text}{bold[1]}" if arm["arm"] in result["winners"][metric] else text
+
+    arms = [{"arm": a["arm"], **{m: cell(a, m) for m in TABLE2_HEADERS}, "seeds": a["seeds"]} for a in result["arms"]]
+    conf = f"{result['confidence']:.0%}"
+    pairs = [
+        {
+            "comparison": f"{p['b']} vs {p['a']}",
+            "ΔF1": f"{p['f1_diff']:+.3f}",
+            f"{conf} {ci_label}": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
+            "McNemar p": format_p(p["mcnemar_p"]),
+            "verdict": p["verdict"],
+        }
+        for p in result["pairs"]
+    ]
+    return arms, pairs

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, markdown_table
+from smm4h_cli.tables import TABLE2_HEADERS, table2_rows
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, short_names
 from smm4h_cli.training.compare import Comparison, compare
@@ -57,38 +58,6 @@ def _arm_name(spec: str) -> str:
     return short_names([p])[0]
 
 
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _cell(arm: dict, metric: str, winners: dict, bold: tuple[str, str]) -> str:
-    text = f"{arm[metric]:.3f}"
-    if arm[f"{metric}_std"] is not None:
-        text += f" ± {arm[f'{metric}_std']:.3f}"
-    if arm["arm"] in winners[metric]:
-        text = f"{bold[0]}{text}{bold[1]}"
-    return text
-
-
-def _rows(result: dict, bold: tuple[str, str]) -> tuple[list[dict], list[dict]]:
-    arms = [
-        {"arm": a["arm"], **{m: _cell(a, m, result["winners"], bold) for m in ("f1", "precision", "recall")}, "seeds": a["seeds"]}
-        for a in result["arms"]
-    ]
-    conf = f"{result['confidence']:.0%}"
-    pairs = [
-        {
-            "comparison": f"{p['b']} vs {p['a']}",
-            "ΔF1": f"{p['f1_diff']:+.3f}",
-            f"{conf} CI": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
-            "McNemar p": _p(p["mcnemar_p"]),
-            "verdict": p["verdict"],
-        }
-        for p in result["pairs"]
-    ]
-    return arms, pairs
-
-
 def flat_rows(result: dict) -> list[dict[str, Any]]:
     """One row per arm with its difference from the first arm (CSV)."""
     pairs = {p["b"]: p for p in result["pairs"]}
@@ -126,19 +95,19 @@ def render(comparison: Comparison, fmt: TableFormat) -> None:
         sys.stdout.write(buf.getvalue())
         return
     if fmt is TableFormat.markdown:
-        arms, pairs = _rows(result, ("**", "**"))
-        text = markdown_table(arms, {"f1": "F1", "precision": "Precision", "recall": "Recall"})
+        arms, pairs = table2_rows(result, ("**", "**"))
+        text = markdown_table(arms, TABLE2_HEADERS)
         if pairs:
             text += "\n" + markdown_table(pairs)
         sys.stdout.write(text + "\n" + _caption(result) + "\n")
         return
-    arms, pairs = _rows(result, ("[bold]", " *[/bold]"))
+    arms, pairs = table2_rows(result, ("[bold]", " *[/bold]"))
     out = Console(highlight=False)
     if not out.is_terminal:
         out = Console(highlight=False, width=200)
     table = Table(title="Table 2: F1, precision and recall of label 1")
     for i, key in enumerate(arms[0]):
-        table.add_column({"f1": "F1", "precision": "Precision", "recall": "Recall"}.get(key, key), justify="left" if i == 0 else "right")
+        table.add_column(TABLE2_HEADERS.get(key, key), justify="left" if i == 0 else "right")
     for r in arms:
         table.add_row(*(str(v) for v in r.values()))
     out.print(table)

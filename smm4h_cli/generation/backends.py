@@ -210,6 +210,9 @@ def embedded_server(
         sys.executable, "-m", "smm4h_cli.generation.llama_server",
         "--model", str(path), "--model_alias", EMBEDDED_ALIAS, "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        # the server's default (True) has llama.cpp compute and copy the logits of every prompt token,
+        # which only logprobs need; the toolkit never asks for them (llama-cpp-python's own default is False)
+        "--logits_all", "false",
     ]
     log = tempfile.NamedTemporaryFile(prefix="smm4h-llama-server-", suffix=".log", delete=False)
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}  # the local server needs no key

@@ -36,7 +36,7 @@ demo: $(STAMP)
 # Those on real data read ../shared/data/psytar (override with PSYTAR=...).
 PSYTAR ?= ../shared/data/psytar
 bench: $(STAMP)
-	set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script --psytar $(PSYTAR); done
+	set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script --psytar $(PSYTAR); done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

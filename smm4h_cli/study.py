@@ -51,6 +51,8 @@ class StudyOptions:
             unless ``base_url``/``OPENAI_BASE_URL``/``OPENAI_API_KEY`` say otherwise).
         base_url: an OpenAI-compatible server for generation.
         temperature, examples, concurrency: generation settings (the paper: 0 and 5+5).
+        max_tokens: completion tokens per generation call; None: the server's default (512 for
+            the embedded model).
         classifier: classifier base; None: the embedded all-MiniLM-L6-v2.
         epochs, lr, batch_size, max_length: training settings (the paper: 10 epochs, 5e-5).
         seeds: training seeds per arm.
@@ -76,6 +78,7 @@ class StudyOptions:
     temperature: float = 0.0
     examples: int = 5
     concurrency: int = 4
+    max_tokens: int | None = None
     classifier: str | None = None
     epochs: int = 10
     lr: float = 5e-5
@@ -175,6 +178,11 @@ class _Steps:
         self.ran: list[str] = []
         self.skipped: list[str] = []
 
+    def is_done(self, name: str, key: Any, outputs: list[Path]) -> bool:
+        """Whether ``name`` is recorded as done with the same ``key`` and its outputs exist."""
+        old = self.state.get(name, {})
+        return old.get("fingerprint") == fingerprint(key) and bool(old.get("done")) and all(p.exists() for p in outputs)
+
     def run(self, name: str, key: Any, outputs: list[Path], fn: Callable[[bool], Any]) -> None:
         """Run ``fn(resume)`` unless ``name`` is done with the same ``key`` and its outputs exist.
 
@@ -184,7 +192,7 @@ class _Steps:
         self.index += 1
         fp = fingerprint(key)
         old = self.state.get(name, {})
-        if old.get("fingerprint") == fp and old.get("done") and all(p.exists() for p in outputs):
+        if self.is_done(name, key, outputs):
             self.skipped.append(name)
             self.tell(StepEvent(self.index, self.total, name, "skipped", detail="up to date"))
             return
@@ -221,7 +229,7 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     """
     tell = on_progress or (lambda done, total, detail: None)
     from smm4h_cli.analysis.clustering import EmbedClusterOptions
-    from smm4h_cli.generation.backends import resolve_backend
+    from smm4h_cli.generation.backends import backend_identity, resolve_backend
     from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, preflight
 
     out = options.out
@@ -230,8 +238,11 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     # What a step was computed from: the content of its files and how their columns are read.
     digests = {split: file_digest(p) for split, p in paths.items()} | {"columns": asdict(options.columns)}
     # Fail on bad options before any work, as the standalone commands do: the generator, the
-    # analysis settings, the device and the classifier base.
-    backend = resolve_backend(options.generator, options.base_url)
+    # analysis settings, the device and the classifier base. The generator is only contacted
+    # (key, server, model) when a generation has to run: a finished study re-runs offline.
+    kind, model, _ = backend_identity(options.generator, options.base_url)
+    for strategy in options.strategies:
+        _generate_options(options, strategy, out / "synthetic" / f"{strategy}.jsonl")
     EmbedClusterOptions(k=options.k, sample=options.sample, seed=options.seed)
     preflight(
         TrainOptions(model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, max_length=options.max_length, device=options.device),
@@ -239,10 +250,25 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     )
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; --out takes a folder for the study.")
-    out.mkdir(parents=True, exist_ok=True)
 
     arms = arms_of(options)
     steps = _Steps(out, len(options.strategies) + 3 + len(arms), options.force, on_event)
+    generations = {
+        strategy: (
+            out / "synthetic" / f"{strategy}.jsonl",
+            {
+                "train": digests["train"], "columns": digests["columns"], "task": options.task, "n": options.n, "strategy": strategy,
+                "model": model, "backend": kind, "base_url": options.base_url,
+                "temperature": options.temperature, "examples": options.examples, "seed": options.seed,
+                # only when set, so that studies made before the option keep their fingerprints
+                **({"max_tokens": options.max_tokens} if options.max_tokens is not None else {}),
+            },
+        )
+        for strategy in options.strategies
+    }
+    pending = [s for s, (target, key) in generations.items() if not steps.is_done(f"generate {s}", key, _generation_outputs(target))]
+    backend = resolve_backend(options.generator, options.base_url) if pending else None
+    out.mkdir(parents=True, exist_ok=True)
     synthetic: dict[str, Path] = {}
     with ExitStack() as stack:
         server_url: list[str] = []
@@ -257,15 +283,9 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
                 server_url.append(stack.enter_context(embedded_server()))
             return server_url[0]
 
-        for strategy in options.strategies:
-            target = out / "synthetic" / f"{strategy}.jsonl"
-            key = {
-                "train": digests["train"], "columns": digests["columns"], "task": options.task, "n": options.n, "strategy": strategy,
-                "model": backend.model, "backend": backend.kind, "base_url": options.base_url,
-                "temperature": options.temperature, "examples": options.examples, "seed": options.seed,
-            }
+        for strategy, (target, key) in generations.items():
             steps.run(
-                f"generate {strategy}", key, [target, target.with_suffix(".meta.json")],
+                f"generate {strategy}", key, _generation_outputs(target),
                 lambda resume, s=strategy, t=target: _generate(options, s, t, frames["train"], backend, generator_url, tell),
             )
             synthetic[strategy] = target
@@ -313,15 +333,27 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
 # ------------------------------------------------------------------------------ the steps
 
 
-def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.DataFrame, backend, url: Callable[[], str | None], tell: ProgressFn) -> bool:
-    from smm4h_cli.generation.generate import GenerateOptions, generate
+def _generation_outputs(target: Path) -> list[Path]:
+    return [target, target.with_suffix(".meta.json")]
+
+
+def _generate_options(options: StudyOptions, strategy: str, target: Path):
+    """The generation step's options (their checks raise InputError for bad settings)."""
+    from smm4h_cli.generation.generate import GenerateOptions
     from smm4h_cli.generation.prompts import builtin_task
 
-    gen = GenerateOptions(
+    return GenerateOptions(
         task=builtin_task(options.task), n=options.n, strategy=strategy, model=options.generator,
         base_url=options.base_url, temperature=options.temperature, examples=options.examples,
-        seed=options.seed, concurrency=options.concurrency, cache_path=target.with_suffix(".cache.jsonl"),
+        seed=options.seed, concurrency=options.concurrency, max_tokens=options.max_tokens,
+        cache_path=target.with_suffix(".cache.jsonl"),
     )
+
+
+def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.DataFrame, backend, url: Callable[[], str | None], tell: ProgressFn) -> bool:
+    from smm4h_cli.generation.generate import generate
+
+    gen = _generate_options(options, strategy, target)
     running = replace(backend, base_url=url()) if backend.kind == "embedded" else backend
     frame, summary = generate(
         gen, train, backend=running,

@@ -479,3 +479,21 @@ def test_dedup_drop_removes_repeats_and_leaks_and_counts_them(train5):
     assert dropped["text"].to_list() == ["our toddler said her first word today"]
     assert summary.duplicates == summary_drop.duplicates == {"train_exact": 1, "train_near": 0, "exact": 1, "near": 0}
     assert (summary.posts_kept, summary_drop.posts_kept) == (3, 1)
+
+
+def test_auto_request_style_follows_the_model_not_the_transport(train5):
+    # SmolLM2 on someone's llama.cpp or Ollama server needs what the embedded one needs: the plain
+    # list request and a completion limit; other models get the paper's prompt and no limit.
+    from smm4h_cli.generation.backends import Backend
+    from smm4h_cli.generation.generate import EMBEDDED_MAX_TOKENS, plan_calls
+
+    options = GenerateOptions(task=builtin_task(5), n=10)
+    served_smollm = Backend("compatible", "smollm2:135m", "http://127.0.0.1:11434/v1", "smollm2:135m")
+    other = Backend("compatible", "llama3.1", "http://127.0.0.1:11434/v1", "llama3.1")
+    small = plan_calls(options, served_smollm, train5)[0].spec.request
+    large = plan_calls(options, other, train5)[0].spec.request
+    assert small["max_tokens"] == EMBEDDED_MAX_TOKENS and "max_tokens" not in large
+    assert "output10" in large["messages"][0]["content"] and "output10" not in small["messages"][0]["content"]
+    assert "extra_body" not in small  # repeat_penalty is llama.cpp's own field: embedded only
+    explicit = plan_calls(GenerateOptions(task=builtin_task(5), n=10, request_style="paper"), served_smollm, train5)[0].spec.request
+    assert "output10" in explicit["messages"][0]["content"]

@@ -28,6 +28,7 @@ def study_cli(
     temperature: Annotated[float, typer.Option("--temperature", help="Generation temperature (the paper: 0).")] = 0.0,
     examples: Annotated[int, typer.Option("--examples", help="Few-shot examples of each label per call (the paper: 5).")] = 5,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Generation requests in flight.")] = 4,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per generation call \\[default: the server's; 512 for SmolLM2].", show_default=False)] = None,
     model: Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id or folder \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs \\[default: 10 as the paper; 5 with --quick].", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch size \\[default: 32; 16 with --quick].", show_default=False)] = None,
@@ -60,7 +61,7 @@ def study_cli(
         columns=columns(text_col, label_col, id_col),
         strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
         generator=generator, base_url=base_url, temperature=temperature, examples=examples,
-        concurrency=concurrency, classifier=model, max_length=max_length,
+        concurrency=concurrency, max_tokens=max_tokens, classifier=model, max_length=max_length,
         seeds=tuple(parse_seeds(seeds)), baselines=baselines, k=k_value, seed=seed, device=device, force=force,
     )
     given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})

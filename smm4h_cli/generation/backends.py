@@ -94,36 +94,42 @@ def _missing_key(model: str) -> str:
     )
 
 
-def resolve_backend(model: str | None, base_url: str | None, *, timeout: float = 10.0) -> Backend:
-    """The backend for ``--model`` and ``--base-url``, checked: key present, server reachable, model known.
+def backend_identity(model: str | None, base_url: str | None) -> tuple[str, str | None, str | None]:
+    """``(kind, model, url)`` that ``--model``, ``--base-url`` and the environment select, found
+    without contacting anything and without checking the key.
 
     Precedence: ``--model embedded`` (or ``embedded:SmolLM2-135M-Instruct``) is the embedded model;
     a base URL (``--base-url`` or ``OPENAI_BASE_URL``) is a compatible server (or OpenAI, if it is
     api.openai.com); a ``--model`` name without a URL is an OpenAI model; with neither, an
     ``OPENAI_API_KEY`` means OpenAI with the paper's model, and no key means the embedded model.
-    Does not start the embedded server.
+    ``model`` is None for a compatible server asked for whatever it serves first.
     """
     if model is not None and not model.strip():
         raise InputError("--model is empty; give a model name, or leave it out for the default.")
     if model in ("embedded", EMBEDDED_SMOLLM2):
         if base_url:
             raise InputError(f"--model {model} is the embedded model, which runs its own server; leave out --base-url.")
-        return _embedded()
+        return "embedded", EMBEDDED_SMOLLM2, None
     url = (base_url or os.environ.get(URL_ENV) or "").strip() or None
-    key = os.environ.get(KEY_ENV)
-    if url is None and model is None and not key:
-        return _embedded()
-    if url is None:
-        url = OPENAI_URL
-    url = _check_url(url, base_url is None)
+    if url is None and model is None and not os.environ.get(KEY_ENV):
+        return "embedded", EMBEDDED_SMOLLM2, None
+    url = _check_url(url, base_url is None) if url is not None else OPENAI_URL
     kind = "openai" if urlparse(url).hostname == "api.openai.com" else "compatible"
-    if kind == "openai" and not key:
-        raise InputError(_missing_key(model or PAPER_MODEL))
+    return kind, model or (PAPER_MODEL if kind == "openai" else None), url
+
+
+def resolve_backend(model: str | None, base_url: str | None, *, timeout: float = 10.0) -> Backend:
+    """The backend for ``--model`` and ``--base-url`` (see :func:`backend_identity`), checked: key
+    present, server reachable, model known. Does not start the embedded server.
+    """
+    kind, model, url = backend_identity(model, base_url)
+    if kind == "embedded":
+        return _embedded()
+    if kind == "openai" and not os.environ.get(KEY_ENV):
+        raise InputError(_missing_key(model))
     served = _list_models(url, kind, timeout)
     if model is None:
-        if kind == "openai":
-            model = PAPER_MODEL
-        elif served:
+        if served:
             model = served[0]
         else:
             raise InputError(f"the server at {url} lists no models; name one with --model.")

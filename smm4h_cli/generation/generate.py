@@ -56,9 +56,9 @@ class GenerateOptions:
         concurrency: requests in flight (1 for the embedded server, which answers one at a time anyway).
         cache_path: the JSON-lines call cache; None: no cache (no resume).
         per_call: posts asked for per call (the paper: 10).
-        max_tokens: completion limit per call; None: the server's default (512 for the embedded model).
+        max_tokens: completion limit per call; None: the server's default (512 for SmolLM2, see ``small_model``).
         request_style: ``paper`` (Appendix A.1 verbatim), ``list`` (for small models) or ``auto``
-            (``list`` for the embedded model, ``paper`` otherwise).
+            (``list`` for SmolLM2, embedded or served, ``paper`` otherwise).
         attributes: attribute set for the ``attributes`` strategy; None: the task's built-in set.
         dedup: ``flag`` (mark duplicates and leaks), ``drop`` (remove them) or ``off``.
         similarity: cosine threshold of near duplicates (character 4-gram TF-IDF).
@@ -199,10 +199,16 @@ class PlannedCall:
     spec: CallSpec
 
 
+def small_model(backend: Backend) -> bool:
+    """SmolLM2, embedded or served by any compatible server (llama.cpp, Ollama, vLLM): a model too
+    small to follow the paper's prompt, which gets the plain list request and a completion limit."""
+    return backend.kind == "embedded" or "smollm" in backend.model.lower()
+
+
 def request_style_for(options: GenerateOptions, backend: Backend) -> str:
     if options.request_style != "auto":
         return options.request_style
-    return "list" if backend.kind == "embedded" else "paper"
+    return "list" if small_model(backend) else "paper"
 
 
 def plan_calls(options: GenerateOptions, backend: Backend, train: pl.DataFrame) -> list[PlannedCall]:
@@ -218,7 +224,7 @@ def plan_calls(options: GenerateOptions, backend: Backend, train: pl.DataFrame) 
             f"per call. Lower --examples or give a larger --train file."
         )
     style = request_style_for(options, backend)
-    max_tokens = options.max_tokens or (EMBEDDED_MAX_TOKENS if backend.kind == "embedded" else None)
+    max_tokens = options.max_tokens or (EMBEDDED_MAX_TOKENS if small_model(backend) else None)
     penalty = options.repeat_penalty if options.repeat_penalty is not None else (
         EMBEDDED_REPEAT_PENALTY if backend.kind == "embedded" else None
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -183,11 +184,13 @@ class _Steps:
         old = self.state.get(name, {})
         return old.get("fingerprint") == fingerprint(key) and bool(old.get("done")) and all(p.exists() for p in outputs)
 
-    def run(self, name: str, key: Any, outputs: list[Path], fn: Callable[[bool], Any]) -> None:
+    def run(self, name: str, key: Any, outputs: list[Path], fn: Callable[[bool], Any], parts: dict[str, str] | None = None) -> None:
         """Run ``fn(resume)`` unless ``name`` is done with the same ``key`` and its outputs exist.
 
         ``resume`` is true when an earlier run of the same step with the same key was
-        interrupted: the step may then continue from what that run left.
+        interrupted: the step may then continue from what that run left. ``parts`` (fingerprints
+        of parts of the key) are recorded with the step, so that the next run can tell which part
+        changed (``self.state[name]["parts"]``).
         """
         self.index += 1
         fp = fingerprint(key)
@@ -197,7 +200,8 @@ class _Steps:
             self.tell(StepEvent(self.index, self.total, name, "skipped", detail="up to date"))
             return
         resume = old.get("fingerprint") == fp and not old.get("done")
-        self.state[name] = {"fingerprint": fp, "done": False}
+        extra = {"parts": parts} if parts else {}
+        self.state[name] = {"fingerprint": fp, "done": False, **extra}
         self._save()
         self.tell(StepEvent(self.index, self.total, name, "running", detail="resuming" if resume else ""))
         started = time.monotonic()
@@ -205,7 +209,7 @@ class _Steps:
         seconds = round(time.monotonic() - started, 1)
         # A step that returns False (generation with failed calls) stays not done: the next run
         # goes on with it, from its cache.
-        self.state[name] = {"fingerprint": fp, "done": complete, "seconds": seconds}
+        self.state[name] = {"fingerprint": fp, "done": complete, "seconds": seconds, **extra}
         self._save()
         self.ran.append(name)
         self.tell(StepEvent(self.index, self.total, name, "done", seconds=seconds, detail="" if complete else "incomplete: run again to retry"))
@@ -303,18 +307,27 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
         [figure / "metrics.json", figure / "tsne.png"], lambda resume: _embed(options, named, figure, tell),
     )
 
-    train_key = {
-        "train": digests["train"], "validation": digests["validation"], "test": digests["test"], "columns": digests["columns"],
+    # A model depends on everything below but the test file and the other seeds: adding a seed
+    # trains that seed alone, and a new test file has the saved models predict it again.
+    model_key = {
+        "train": digests["train"], "validation": digests["validation"], "columns": digests["columns"],
         "model": options.classifier, "epochs": options.epochs, "lr": options.lr, "batch_size": options.batch_size,
-        "max_length": options.max_length, "seeds": list(options.seeds),
+        "max_length": options.max_length,
     }
     for arm in arms:
         strategy = arm.removeprefix("synthetic-") if arm.startswith("synthetic-") else None
-        key = {**train_key, "arm": arm, "synthetic": syn_digests.get(strategy) if strategy else None}
-        run_dir = out / "runs" / arm
+        models = fingerprint({**model_key, "arm": arm, "synthetic": syn_digests.get(strategy) if strategy else None})
+        key = {"models": models, "test": digests["test"], "seeds": list(options.seeds)}
+        name, run_dir = f"train {arm}", out / "runs" / arm
+        before = steps.state.get(name, {}).get("parts", {})
+        keep = before.get("models") == models  # the finished seeds' models are still valid
+        repredict = keep and before.get("test") != digests["test"]
         steps.run(
-            f"train {arm}", key, [run_dir / "summary.json"] + [run_dir / f"seed-{s}" / TEST_PREDICTIONS for s in options.seeds],
-            lambda resume, a=arm, s=strategy, d=run_dir: _train(options, a, d, frames, syn_frames.get(s) if s else None, resume, tell),
+            name, key, [run_dir / "summary.json"] + [run_dir / f"seed-{s}" / TEST_PREDICTIONS for s in options.seeds],
+            lambda resume, a=arm, s=strategy, d=run_dir, k=keep, r=repredict: _train(
+                options, a, d, frames, syn_frames.get(s) if s else None, resume or k, r, tell,
+            ),
+            parts={"models": models, "test": digests["test"]},
         )
 
     prediction_files = {arm: [out / "runs" / arm / f"seed-{s}" / TEST_PREDICTIONS for s in options.seeds] for arm in arms}
@@ -393,8 +406,21 @@ def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure:
     write_outputs(result, figure, plot=True, seed=options.seed)
 
 
-def _train(options: StudyOptions, arm: str, run_dir: Path, frames: dict[str, pl.DataFrame], synthetic: pl.DataFrame | None, resume: bool, tell: ProgressFn) -> None:
-    from smm4h_cli.training.train import TrainOptions, train_seeds
+def _train(
+    options: StudyOptions, arm: str, run_dir: Path, frames: dict[str, pl.DataFrame], synthetic: pl.DataFrame | None,
+    resume: bool, repredict: bool, tell: ProgressFn,
+) -> None:
+    """Train the arm's seeds. ``resume``: keep finished seeds and go on with interrupted ones;
+    ``repredict``: the test file changed, so the kept seeds predict it again."""
+    from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, train_seeds
+
+    if not resume:
+        # the arm's models are out of date, those of seeds left out of --seeds included: a seed
+        # put back later must not find a model trained with other settings
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif repredict:
+        for seed in options.seeds:
+            (run_dir / f"seed-{seed}" / TEST_PREDICTIONS).unlink(missing_ok=True)
 
     balance = arm if arm in IMBALANCE_BASELINES else "none"
     train_options = TrainOptions(

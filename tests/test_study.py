@@ -157,6 +157,40 @@ def test_changed_option_redoes_only_what_depends_on_it(finished, data, tmp_path)
     assert (copy / "runs/baseline/seed-0/metrics.json").stat().st_mtime_ns == model_mtime
 
 
+def test_a_new_seed_trains_alone_and_a_new_test_file_only_predicts(finished, data, tmp_path):
+    out, _, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    seed0 = copy / "runs/baseline/seed-0"
+
+    def stamp(path: Path) -> int:
+        return path.stat().st_mtime_ns
+
+    weights0 = stamp(seed0 / "model.safetensors")
+    synthetic0 = stamp(copy / "runs/synthetic-paper/seed-0/model.safetensors")
+    result = run_study(_options(data, copy, seeds=(0, 1)))
+    assert {"train baseline", "train synthetic-paper", "compare (Table 2)"} <= set(result.ran)
+    assert "generate paper" in result.skipped
+    assert stamp(seed0 / "model.safetensors") == weights0  # seed 0 was kept, not retrained
+    assert stamp(copy / "runs/synthetic-paper/seed-0/model.safetensors") == synthetic0
+    summary = json.loads((copy / "runs/baseline/summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and set(summary["runs"]) == {"0", "1"}
+    assert summary["best_f1_std"] is not None  # two seeds: a spread to report
+
+    # a different test file: the saved models predict it; nothing is retrained
+    test2 = write_jsonl(tmp_path / "test2.jsonl", _rows(POS[9:], 1, "t2p") + _rows(NEG[19:], 0, "t2n"))
+    result = run_study(_options({**data, "test": test2}, copy, seeds=(0, 1)))
+    assert "train baseline" in result.ran
+    assert stamp(seed0 / "model.safetensors") == weights0
+    predicted = [json.loads(line) for line in (seed0 / "test_predictions.jsonl").read_text().splitlines()]
+    assert len(predicted) == len(POS[9:]) + len(NEG[19:])
+
+    # other settings: every seed is retrained, and a seed left out is not kept for later
+    result = run_study(_options({**data, "test": test2}, copy, seeds=(0,), epochs=2))
+    assert stamp(seed0 / "model.safetensors") != weights0
+    assert not (copy / "runs/baseline/seed-1").exists()
+
+
 def test_resume_after_a_killed_step(data, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}

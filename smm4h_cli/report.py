@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from smm4h_cli.analysis.clustering import table_rows
 from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
 
@@ -84,24 +85,6 @@ def _generation_rows(synthetic: dict[str, Path]) -> list[dict[str, Any]]:
             "completion tokens": meta["completion_tokens"],
             "cost (US$)": "0 (local)" if meta["backend"] == "embedded" else ("unknown" if meta["cost_usd"] is None else f"{meta['cost_usd']:.2f}"),
             "seconds": meta["seconds"],
-        })
-    return rows
-
-
-def _diversity_rows(metrics: dict) -> list[dict[str, Any]]:
-    rows = []
-    for g in metrics["groups"]:
-        rows.append({
-            "group": g["group"],
-            "role": g["role"],
-            "posts": g["posts"],
-            "Vendi": round(g["vendi"], 1),
-            "dispersion": round(g["centroid_distance"], 3),
-            "pairwise distance": round(g["pairwise_distance"], 3),
-            "clusters": g["clusters"],
-            "positive coverage": "–" if g["positive_coverage"] is None else f"{g['positive_coverage']:.0%}",
-            "entropy (bits)": round(g["cluster_entropy"], 2),
-            "copies": "–" if g["copy_share"] is None else f"{g['copy_share']:.1%}",
         })
     return rows
 
@@ -191,7 +174,7 @@ def write_report(
     metrics = _load(out / "figure2" / "metrics.json")
     generation = _generation_rows(synthetic)
     data = _data_rows(paths, frames, synthetic)
-    diversity = _diversity_rows(metrics)
+    diversity = table_rows(metrics)
     for name, rows in (("data", data), ("generation", generation), ("diversity", diversity)):
         write_records(pl.DataFrame(rows), tables / f"{name}.csv", force=True)
     summaries = {arm: _load(out / "runs" / arm / "summary.json") for arm in arms}

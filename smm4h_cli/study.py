@@ -392,13 +392,13 @@ def _ngrams(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], tables
 
 
 def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure: Path, tell: ProgressFn) -> None:
-    from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs
+    from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, infer_roles, write_outputs
     from smm4h_cli.analysis.ngrams import groups_from_frames
 
-    synthetic = tuple(name for name, _ in named if name.startswith("synthetic"))
+    synthetic, positives = infer_roles(named, [name for name, _ in named if name.startswith("synthetic ")])
     emb = EmbedClusterOptions(
         k=options.k, sample=options.sample, seed=options.seed, device=options.device,
-        cache_dir=options.out / ".cache" / "embeddings", synthetic=synthetic,
+        cache_dir=options.out / ".cache" / "embeddings", synthetic=synthetic, positives=positives,
     )
     result = embed_cluster(
         groups_from_frames(named, by_label=True), emb, progress=lambda stage, done, total: tell(done, total, "posts embedded" if stage == "embed" else stage)

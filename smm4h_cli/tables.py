@@ -11,7 +11,7 @@ def format_cell(value: Any, digits: int) -> str:
         return f"{value:.{digits}f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return "" if value is None else str(value)
+    return "–" if value is None else str(value)  # not applicable: shown, where an empty cell looks like a gap
 
 
 def _md_cell(text: str) -> str:

@@ -19,6 +19,7 @@ from smm4h_cli.analysis.clustering import (
     embed_cluster,
     nearest_real,
     pairwise_distance,
+    table_rows,
     vendi_score,
     write_outputs,
 )
@@ -222,15 +223,16 @@ def test_outputs_and_figure_size(tmp_path):
     assert sorted(p.name for p in (tmp_path / "headless").iterdir()) == ["metrics.json", "points.parquet"]
 
 
-def test_report_reads_the_metrics():
-    """study's report renders these metrics (its keys are this module's API)."""
-    from smm4h_cli.report import _diversity_rows
-
+def test_table_rows_read_the_saved_metrics():
+    """The command's table and the study report's are made from metrics.json as saved."""
     groups, embedder = _constructed()
     result = embed_cluster(groups, EmbedClusterOptions(k=6, sample=0, synthetic=("gen",), perplexity=5), embedder=embedder)
-    rows = _diversity_rows(json.loads(json.dumps(result.metrics)))
+    rows = table_rows(json.loads(json.dumps(result.metrics)))
     assert [r["group"] for r in rows] == ["train/label 1", "train/label 0", "gen"]
-    assert rows[2]["positive coverage"] == "25%"
+    gen = result.metrics["groups"][2]
+    assert rows[2]["positive coverage"] == f"{gen['positive_clusters_reached']}/{gen['positive_clusters']}"
+    assert gen["positive_clusters_reached"] / gen["positive_clusters"] == pytest.approx(0.25)
+    assert rows[0]["positive coverage"] is None and rows[0]["copies"] is None  # real groups: not applicable
 
 
 @pytest.fixture(scope="module")

@@ -457,13 +457,34 @@ def _summary(row: dict[str, Any], ref_vendi: float | None, vendi_n: int, k: int,
     return text
 
 
+# ------------------------------------------------------------------------------ roles of the inputs
+
+
+def _is_synthetic(frame: pl.DataFrame) -> bool:
+    """Written by ``smm4h generate``: every record has ``source == "synthetic"``."""
+    return "source" in frame.columns and frame.height > 0 and bool((frame["source"].cast(pl.String) == "synthetic").all())
+
+
+def _only_positives(frame: pl.DataFrame) -> bool:
+    return "label" in frame.columns and frame.height > 0 and bool((frame["label"] == 1).all())
+
+
+def infer_roles(named: Sequence[tuple[str, pl.DataFrame]], synthetic: Sequence[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(synthetic, positives)`` for ``EmbedClusterOptions``: the named files that are synthetic
+    (named in ``synthetic``, or written by ``smm4h generate``) and the other files that hold only
+    real positives (label 1 everywhere), whose clusters the synthetic posts should reach."""
+    syn = tuple(name for name, frame in named if name in synthetic or _is_synthetic(frame))
+    pos = tuple(name for name, frame in named if name not in syn and _only_positives(frame))
+    return syn, pos
+
+
 # ------------------------------------------------------------------------------ outputs
 
 OUTPUT_FILES = ("tsne.png", "tsne.svg", "points.parquet", "metrics.json")
 
 
 def table_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The metrics as one flat row per group, for the table on stdout."""
+    """The metrics as one flat row per group: the table of ``embed-cluster`` and of the study report."""
     rows = []
     for g in metrics["groups"]:
         rows.append({

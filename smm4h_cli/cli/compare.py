@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import sys
@@ -14,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, markdown_table
+from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, emit_table, markdown_table
 from smm4h_cli.tables import TABLE2_HEADERS, table2_rows
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, short_names
@@ -87,12 +85,7 @@ def render(comparison: Comparison, fmt: TableFormat) -> None:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     if fmt is TableFormat.csv:
-        rows = flat_rows(result)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        sys.stdout.write(buf.getvalue())
+        emit_table(flat_rows(result), fmt)
         return
     if fmt is TableFormat.markdown:
         arms, pairs = table2_rows(result, ("**", "**"))

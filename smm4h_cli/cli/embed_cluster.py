@@ -7,24 +7,14 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 
-from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, existing_outputs, table_rows, write_outputs
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, existing_outputs, infer_roles, table_rows, write_outputs
 from smm4h_cli.analysis.embeddings import default_cache_dir
 from smm4h_cli.analysis.ngrams import groups_from_frames
 from smm4h_cli.cli._common import Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, columns, emit_table, err, show_progress
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, short_names
-
-
-def is_synthetic(frame: pl.DataFrame) -> bool:
-    """A file written by ``smm4h generate``: every record has ``source == "synthetic"``."""
-    return "source" in frame.columns and frame.height > 0 and bool((frame["source"].cast(pl.String) == "synthetic").all())
-
-
-def only_positives(frame: pl.DataFrame) -> bool:
-    return "label" in frame.columns and frame.height > 0 and bool((frame["label"] == 1).all())
 
 
 def embed_cluster_cli(
@@ -76,8 +66,7 @@ def embed_cluster_cli(
     cols = columns(text_col, label_col, id_col)
     frames = [read_records(f, cols) for f in files]
     names = short_names(files)
-    syn = tuple(n for n, f, fr in zip(names, files, frames) if str(f) in named_synthetic or is_synthetic(fr))
-    pos = tuple(n for n, fr in zip(names, frames) if n not in syn and only_positives(fr))
+    syn, pos = infer_roles(list(zip(names, frames)), [n for n, f in zip(names, files) if str(f) in named_synthetic])
     options = EmbedClusterOptions(**{**options.__dict__, "synthetic": syn, "positives": pos})
     groups = groups_from_frames(list(zip(names, frames)), by_label)
 

@@ -13,7 +13,7 @@ from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Format, IdCol, LabelCol, Qu
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
-from smm4h_cli.training.train import TrainOptions, train_seeds
+from smm4h_cli.training.train import TrainOptions, check_out, preflight, train_seeds
 
 
 def parse_seeds(value: str) -> list[int]:
@@ -122,6 +122,9 @@ def train_cli(
             )
         synthetic_frame = read_records(syn_path, cols)
 
+    # every check that can fail, before the start line (train_seeds repeats them for library callers)
+    preflight(options, train_frame, validation_frame, synthetic_frame)
+    check_out(options, seed_list)
     if not quiet:
         extra = f" + {synthetic_frame.height:,} synthetic" if synthetic_frame is not None else ""
         err.print(

@@ -556,13 +556,19 @@ def _check_validation(validation: pl.DataFrame) -> int:
     return positives
 
 
-def _prepare_out(options: TrainOptions, seeds: list[int]) -> None:
+def check_out(options: TrainOptions, seeds: list[int]) -> None:
+    """The run folder can take this run (checks only; nothing is changed)."""
     out = options.out
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; --out takes a folder for the run.")
     existing = out.is_dir() and ((out / SUMMARY).exists() or any((out / f"seed-{s}").exists() for s in seeds))
     if existing and not (options.resume or options.force):
         raise InputError(f"{out} already holds a run. Pass --resume to go on with it, --force to replace it, or choose another --out.")
+
+
+def _prepare_out(options: TrainOptions, seeds: list[int]) -> None:
+    out = options.out
+    check_out(options, seeds)
     if options.force:
         for s in seeds:
             shutil.rmtree(out / f"seed-{s}", ignore_errors=True)

@@ -268,15 +268,17 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
         }
 
     generations: dict[str, tuple[Path, dict[str, Any]]] = {}
+    made_by: dict[str, dict[str, Any]] = {}
     for strategy in options.strategies:
         target = out / "synthetic" / f"{strategy}.jsonl"
-        made_by = _generated_by(target)
-        # A compatible server asked for its default model: the model it served last time, as recorded.
-        known = model if model is not None else (made_by or {}).get("model") if (made_by or {}).get("backend") == kind else None
+        made_by[strategy] = _generated_by(target) or {}
+        known = model
+        if known is None and made_by[strategy].get("backend") == kind:
+            known = made_by[strategy].get("model")  # a compatible server's default model: the one it served, as recorded
         generations[strategy] = (target, generation_key(strategy, known))
     pending = [s for s, (target, key) in generations.items() if not steps.is_done(f"generate {s}", key, _generation_outputs(target))]
     for strategy in pending:
-        _refuse_silent_switch(options, generations[strategy][0], kind, model)
+        _refuse_silent_switch(options, generations[strategy][0], made_by[strategy], kind, model)
     backend = resolve_backend(options.generator, options.base_url) if pending else None
     for strategy in pending:
         generations[strategy] = (generations[strategy][0], generation_key(strategy, backend.model))
@@ -366,15 +368,14 @@ def _generated_by(target: Path) -> dict[str, Any] | None:
         return None
 
 
-def _refuse_silent_switch(options: StudyOptions, target: Path, kind: str, model: str | None) -> None:
+def _refuse_silent_switch(options: StudyOptions, target: Path, made_by: dict[str, Any], kind: str, model: str | None) -> None:
     """Do not replace posts made by one generator with another's because the environment changed.
 
     With neither ``--generator`` nor ``--base-url`` the generator follows ``OPENAI_API_KEY`` and
     ``OPENAI_BASE_URL``: a study of GPT-4 posts re-run without the key would otherwise regenerate
     them with the embedded model, and a study of embedded posts re-run with a key would spend money.
     """
-    made_by = _generated_by(target)
-    if made_by is None or options.generator is not None or options.base_url is not None:
+    if not made_by or options.generator is not None or options.base_url is not None:
         return
     if (made_by.get("backend"), made_by.get("model")) == (kind, model) or (kind == "compatible" and model is None and made_by.get("backend") == kind):
         return

@@ -234,6 +234,7 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     tell = on_progress or (lambda done, total, detail: None)
     from smm4h_cli.analysis.clustering import EmbedClusterOptions
     from smm4h_cli.generation.backends import backend_identity, resolve_backend
+    from smm4h_cli.training.run_dir import test_prediction_files
     from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, preflight
 
     out = options.out
@@ -340,7 +341,7 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
             parts={"models": models, "test": digests["test"]},
         )
 
-    prediction_files = {arm: [out / "runs" / arm / f"seed-{s}" / TEST_PREDICTIONS for s in options.seeds] for arm in arms}
+    prediction_files = {arm: test_prediction_files(out / "runs" / arm) for arm in arms}  # the seeds each run's summary lists
     compare_key = {arm: [file_digest(p) for p in files] for arm, files in prediction_files.items()}
     steps.run(
         "compare (Table 2)", {**compare_key, "bootstrap": options.bootstrap, "seed": options.seed},

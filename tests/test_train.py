@@ -189,7 +189,8 @@ def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda"),
         (["--seeds", "1,1"], "--seeds takes distinct"),
-        (["--model", "/nonexistent/model"], "could not load it"),
+        (["--model", "/nonexistent/model"], "no such folder, and not a Hugging Face id"),
+        (["--model", str(ROOT / "docs")], "could not load it"),
         (["--precision", "fp8"], "--precision must be one of auto, fp32, bf16, fp16"),
         (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
     ],
@@ -260,7 +261,7 @@ def test_resume_after_interruption(data, tmp_path):
     (out / "seed-0" / "metrics.json").unlink()
     (out / "seed-0" / "checkpoints").mkdir()
     result = CliRunner().invoke(app, [str(a) for a in _train_args(data, out, "--epochs", "3", "--resume", "--batch-size", "4")], catch_exceptions=False)
-    assert result.exit_code == 2 and "was started with batch_size = 8, not 4" in result.stderr
+    assert result.exit_code == 2 and "--batch-size 8 (now 4)" in result.stderr
 
 
 def test_train_seeds_library_api(data, tmp_path):
@@ -275,3 +276,160 @@ def test_train_seeds_library_api(data, tmp_path):
     assert (tmp_path / "lib" / "seed-0" / "test_predictions.jsonl").exists()
     assert {"begin", "step", "evaluate", "seed_done"} <= {e["event"] for e in events}
     assert "test_f1_mean" in summary
+
+
+def _copy_run(run, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run[0], copy)
+    return copy
+
+
+def test_force_replaces_the_whole_run_and_readers_take_the_summarys_seeds(run, data, cli, tmp_path):
+    """Fault: --seeds 0,1 then --seeds 1 --force left seed-0, and compare averaged it in."""
+    import shutil
+
+    out = _copy_run(run, tmp_path)  # seed 0, with test predictions
+    result = cli(*_train_args(data, out, "--epochs", "1", "--seeds", "1", "--test", data["test"], "--force"))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["seed-1", "summary.json"]  # seed-0 went with the old run
+    # a seed folder the summary does not list (copied in, left by hand) is never read
+    shutil.copytree(out / "seed-1", out / "seed-0")
+    compared = cli("compare", out, out, "--names", "a,b", "--bootstrap", "200", "-f", "json")
+    assert compared.exit_code == 0, compared.stderr
+    assert [a["seeds"] for a in json.loads(compared.stdout)["arms"]] == [1, 1]
+    predicted = cli("predict", out, data["test"], "--threads", "1", "--quiet")
+    assert predicted.exit_code == 0, predicted.stderr  # one seed in the summary: no "holds 2 trained seeds"
+
+
+def test_force_refuses_to_delete_a_folder_that_is_not_a_run(data, cli, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    result = cli(*_train_args(data, folder, "--epochs", "1", "--force"))
+    assert result.exit_code == 2 and "holds files that are not part of a smm4h run (notes.txt)" in result.stderr
+    assert (folder / "notes.txt").read_text() == "keep me" and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_resume_refuses_changed_settings_of_a_finished_run(run, data, cli, tmp_path):
+    """Fault: with every seed finished, --resume took new settings and wrote them into summary.json."""
+    out = _copy_run(run, tmp_path)
+    before = (out / "summary.json").read_text()
+    result = cli(*_train_args(data, out, "--epochs", "3", "--resume", "--lr", "1e-3"))
+    assert result.exit_code == 2, result.stderr
+    assert "--epochs 2 (now 3), --lr 0.0003 (now 0.001)" in result.stderr and "--force to start over" in result.stderr
+    assert (out / "summary.json").read_text() == before
+
+
+def test_incomplete_or_damaged_seed_is_refused(run, data, cli, tmp_path):
+    out = _copy_run(run, tmp_path)
+    seed = out / "seed-0"
+    model = seed / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    for target in (out, seed):
+        result = cli("predict", target, data["test"], "--quiet")
+        assert result.exit_code == 2 and "truncated or changed after training" in result.stderr, result.stderr
+    compared = cli("compare", out, out, "--bootstrap", "200")
+    assert compared.exit_code == 2 and "truncated" in compared.stderr
+    # any other classifier folder: a damaged weights file is a message, not a SafetensorError
+    (seed / "train_config.json").unlink()
+    result = cli("predict", seed, data["test"], "--quiet")
+    assert result.exit_code == 2 and "could not load the model" in result.stderr and "Traceback" not in result.stderr
+    # an interrupted seed (no metrics.json, written last) is not taken for a model
+    out = _copy_run(run, tmp_path / "b")
+    (out / "seed-0" / "metrics.json").unlink()
+    result = cli("predict", out / "seed-0", data["test"], "--quiet")
+    assert result.exit_code == 2 and "is not a finished seed" in result.stderr and "--resume" in result.stderr
+
+
+def test_a_huge_post_is_cut_before_tokenizing(run, cli, tmp_path):
+    """A 5 MB post costs what a short one does, and gets the prediction of its beginning."""
+    from transformers import AutoTokenizer
+
+    from smm4h_cli.training.predict import CHARS_PER_TOKEN, encode
+
+    sentence = "my son was diagnosed with asthma and coughs all night long. "
+    huge = sentence * (5_000_000 // len(sentence))
+    tokenizer = AutoTokenizer.from_pretrained(run[0] / "seed-0")
+    seen: list[int] = []
+
+    def spy(texts, **kwargs):  # the real tokenizer, recording how much text it is given
+        seen.append(max(len(t) for t in ([texts] if isinstance(texts, str) else texts)))
+        return tokenizer(texts, **kwargs)
+
+    spy.pad = tokenizer.pad
+    encoded = encode(spy, [huge, "short post"], 32)
+    assert max(seen) <= 32 * CHARS_PER_TOKEN
+    assert encoded["input_ids"][0] == tokenizer(huge[:5000], truncation=True, max_length=32)["input_ids"]
+    # a post of words longer than the cut: more of it is read, and its tokens are the whole post's
+    long_words = " ".join(["x" * 700] * 20)
+    assert encode(tokenizer, [long_words], 8)["input_ids"] == tokenizer([long_words], truncation=True, max_length=8)["input_ids"]
+
+    posts = write_jsonl(tmp_path / "huge.jsonl", [{"id": "huge", "text": huge}, {"id": "start", "text": huge[:2000]}])
+    result = cli("predict", run[0], posts, "--threads", "1", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    probs = pl.read_ndjson(result.stdout.encode())["prob"].to_list()
+    assert probs[0] == pytest.approx(probs[1], abs=1e-6)
+
+
+def _without_offline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def test_model_not_in_the_cache_fails_at_once_when_the_hub_is_unreachable(data, tmp_path):
+    """Fault: an unknown --model org/name spent 25 s retrying the Hub before failing."""
+    env = _without_offline_env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens on port 9
+    args = [sys.executable, "-m", "smm4h_cli", *map(str, _train_args(data, tmp_path / "r", "--model", "no-such-org/no-such-model"))]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "no-such-org/no-such-model is not in the local Hugging Face cache, and the Hub (http://127.0.0.1:9) cannot be reached" in done.stderr
+    assert "HF_HOME" in done.stderr and "local folder" in done.stderr
+    assert "Retrying" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()
+    offline = subprocess.run(args, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert offline.returncode == 2 and "HF_HUB_OFFLINE is set" in offline.stderr
+
+
+def test_model_in_the_local_cache_is_used_without_the_hub(tmp_path):
+    import shutil
+
+    from smm4h_cli.models import minilm_path
+
+    hub = tmp_path / "hf" / "hub" / "models--some-org--minilm"
+    shutil.copytree(minilm_path(), hub / "snapshots" / "abc123")
+    (hub / "refs").mkdir()
+    (hub / "refs" / "main").write_text("abc123")
+    code = "from smm4h_cli.training.train import locate_model; s = locate_model('some-org/minilm'); print(s.download, s.ref)"
+    env = _without_offline_env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", str(hub / "snapshots" / "abc123")]
+
+
+def test_interrupted_train_names_the_command_that_goes_on(data, tmp_path):
+    """Fault: after Ctrl-C the message said to run the same command again, which is refused without --resume."""
+    import shlex
+
+    out = tmp_path / "interrupted"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    args = [a for a in map(str, _train_args(data, out, "--epochs", "1", "--force")) if a != "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "smm4h_cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (line := proc.stderr.readline()).startswith("Training "):  # past every check: the run has started
+        assert line, "train ended before its start line"
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.stderr.read()
+    assert proc.wait() == 130, stderr
+    assert "Interrupted." in stderr and "go on with:" in stderr
+    command = shlex.split(stderr.split("go on with:")[1].strip().splitlines()[0])
+    assert command[:2] == ["smm4h", "train"] and command[-1] == "--resume" and "--force" not in command
+    assert ["--epochs", "1"] == command[command.index("--epochs"): command.index("--epochs") + 2]
+    from typer.testing import CliRunner
+
+    from smm4h_cli.cli import app
+
+    result = CliRunner().invoke(app, command[1:], catch_exceptions=False)  # the named command works
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "summary.json").read_text())["seeds"] == [0]

@@ -25,7 +25,10 @@ class _Smm4hGroup(TyperGroup):
             err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to resume.")
+            # a command that goes on only with other options (train: --resume) leaves that command here
+            again = ctx.meta.get("smm4h.resume")
+            hint = f"go on with:\n  {escape(again)}" if again else "run the same command again to resume."
+            err.print(f"[yellow]Interrupted.[/] Finished work is kept; {hint}", soft_wrap=True)
             raise typer.Exit(code=130) from None
 
 

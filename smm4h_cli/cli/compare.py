@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,35 +16,22 @@ from smm4h_cli.tables import TABLE2_HEADERS, table2_rows
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, short_names
 from smm4h_cli.training.compare import Comparison, compare
-from smm4h_cli.training.train import TEST_PREDICTIONS
+from smm4h_cli.training.run_dir import test_prediction_files
 
 
 def arm_files(spec: str) -> list[Path]:
-    """The prediction files of one arm: a file, comma-separated files (one per seed), or a run folder."""
+    """The prediction files of one arm: a file, comma-separated files (one per seed), a seed
+    folder, or a run folder (the seeds its summary lists: ``test_prediction_files``)."""
     parts = [Path(p) for p in spec.split(",") if p.strip()]
     files: list[Path] = []
     for p in parts:
         if p.is_dir():
-            if (p / TEST_PREDICTIONS).exists():
-                files.append(p / TEST_PREDICTIONS)
-                continue
-            found = sorted(p.glob(f"seed-*/{TEST_PREDICTIONS}"), key=lambda f: _seed_number(f.parent.name))
-            if not found:
-                raise InputError(
-                    f"{p} holds no test predictions (seed-N/{TEST_PREDICTIONS}). Train with --test TEST, "
-                    f"or predict the test set with smm4h predict and give that file."
-                )
-            files += found
+            files += test_prediction_files(p)
         else:
             files.append(p)
     if not files:
         raise InputError(f"'{spec}' names no prediction file.")
     return files
-
-
-def _seed_number(name: str) -> int:
-    m = re.fullmatch(r"seed-(-?\d+)", name)
-    return int(m.group(1)) if m else 0
 
 
 def _arm_name(spec: str) -> str:

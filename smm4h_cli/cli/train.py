@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
 from contextlib import nullcontext
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Format, IdCol, LabelCol, Quiet, TableFormat, TextCol, columns, emit_table, err, show_progress
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
-from smm4h_cli.training.train import TrainOptions, check_out, preflight, train_seeds
+from smm4h_cli.training.train import TrainOptions, check_out, locate_model, preflight, train_seeds
+
+#: Where the one KeyboardInterrupt handler (smm4h_cli.cli) finds the command that goes on.
+RESUME_HINT = "smm4h.resume"
 
 
 def parse_seeds(value: str) -> list[int]:
@@ -24,6 +31,23 @@ def parse_seeds(value: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds takes distinct integers such as 1,2,3; got '{value}'.")
     return seeds
+
+
+def resume_command(ctx: click.Context) -> str:
+    """This command as typed, with --resume in place of --force: what goes on after an interruption."""
+    words = ["smm4h", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in ("resume", "force"):
+            continue
+        if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            if value:
+                words.append(param.opts[0])
+            continue
+        words += [param.opts[0], str(value.value if isinstance(value, Enum) else value)]
+    return " ".join(shlex.quote(w) for w in words + ["--resume"])
 
 
 class _Display:
@@ -123,8 +147,11 @@ def train_cli(
         synthetic_frame = read_records(syn_path, cols)
 
     # every check that can fail, before the start line (train_seeds repeats them for library callers)
-    preflight(options, train_frame, validation_frame, synthetic_frame)
     check_out(options, seed_list)
+    source = locate_model(model)
+    if source.download and not quiet:
+        err.print(f"{model} is not in the local Hugging Face cache: downloading it from the Hub.", soft_wrap=True)
+    preflight(options, train_frame, validation_frame, synthetic_frame, source)
     if not quiet:
         extra = f" + {synthetic_frame.height:,} synthetic" if synthetic_frame is not None else ""
         err.print(
@@ -135,8 +162,9 @@ def train_cli(
     show = show_progress(quiet)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
     display = _Display(progress) if show else None
+    click.get_current_context().meta[RESUME_HINT] = resume_command(click.get_current_context())
     with progress if show else nullcontext():
-        summary = train_seeds(options, seed_list, train_frame, validation_frame, synthetic_frame, progress=display, test_frame=test_frame)
+        summary = train_seeds(options, seed_list, train_frame, validation_frame, synthetic_frame, progress=display, test_frame=test_frame, source=source)
 
     rows = []
     for s, run in summary["runs"].items():

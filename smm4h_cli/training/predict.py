@@ -14,8 +14,12 @@ import numpy as np
 import polars as pl
 
 from smm4h_cli.errors import InputError
+from smm4h_cli.training.run_dir import SUMMARY, TRAIN_CONFIG, check_complete, is_seed_of_run, run_seeds, seed_dir
 
-TRAIN_CONFIG = "train_config.json"
+#: Characters of a post kept for every token of ``max_length`` before tokenizing (see ``encode``).
+CHARS_PER_TOKEN = 16
+#: How far ``encode`` looks into a post of unusually long words, in characters per token.
+_MAX_CHARS_PER_TOKEN = 1024
 
 
 @dataclass
@@ -48,24 +52,27 @@ class PredictOptions:
 
 
 def resolve_run_dir(path: str | Path) -> Path:
-    """The folder holding the model: ``path`` itself, or its only ``seed-N`` sub-folder."""
+    """The folder holding the model: ``path`` itself, or the one seed its run's summary lists.
+
+    A seed folder of ``smm4h train`` must be complete (``run_dir.check_complete``); other
+    transformers classifier folders are taken as they are.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such run folder. Give the --out folder of smm4h train (or one of its seed-N folders).")
     if not p.is_dir():
         raise InputError(f"{p} is a file; give the run folder that smm4h train wrote (it holds config.json and the model).")
+    if is_seed_of_run(p):
+        return check_complete(p)
     if (p / "config.json").exists():
         return p
-    seeds = sorted(d for d in p.glob("seed-*") if (d / "config.json").exists())
-    if len(seeds) == 1:
-        return seeds[0]
+    if not (p / SUMMARY).exists() and not any(p.glob("seed-*")):
+        raise InputError(f"{p} holds no trained model (no config.json, no {SUMMARY} of smm4h train). Give the right folder.")
+    seeds = run_seeds(p)
     if len(seeds) > 1:
-        names = ", ".join(str(d) for d in seeds[:3])
-        raise InputError(f"{p} holds {len(seeds)} trained seeds ({names}, ...); give one of them, e.g. {seeds[0]}.")
-    raise InputError(
-        f"{p} holds no trained model (no config.json, no finished seed-N folder). Finish the run "
-        f"(smm4h train ... --resume) or give the right folder."
-    )
+        names = ", ".join(str(seed_dir(p, s)) for s in seeds[:3])
+        raise InputError(f"{p} holds {len(seeds)} trained seeds ({names}{', ...' if len(seeds) > 3 else ''}); give one of them, e.g. {seed_dir(p, seeds[0])}.")
+    return check_complete(seed_dir(p, seeds[0]))
 
 
 def run_config(run_dir: Path) -> dict:
@@ -87,12 +94,17 @@ def load_classifier(run_dir: Path, device: str):
     from smm4h_cli.training.train import quiet_transformers
 
     quiet_transformers()
+    from safetensors import SafetensorError
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(run_dir)
         model = AutoModelForSequenceClassification.from_pretrained(run_dir)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, SafetensorError) as exc:  # a missing, truncated or corrupt file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{run_dir}: could not load the model and tokenizer ({first}).") from None
+        raise InputError(
+            f"{run_dir}: could not load the model and tokenizer ({first}). The folder is incomplete or a file in it "
+            "is damaged: copy it again, or train again."
+        ) from None
     if model.config.num_labels != 2:
         raise InputError(f"{run_dir}: the model has {model.config.num_labels} labels; smm4h classifiers are binary (2).")
     return model.to(device).eval(), tokenizer
@@ -102,7 +114,7 @@ def positive_probabilities(model, tokenizer, texts: list[str], *, batch_size: in
     """Probability of label 1 for each text, in the order given."""
     import torch
 
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    encoded = encode(tokenizer, texts, max_length)
     order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
     probs = np.empty(len(texts), dtype=np.float64)
     keys = [k for k in encoded.keys()]
@@ -113,6 +125,42 @@ def positive_probabilities(model, tokenizer, texts: list[str], *, batch_size: in
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
             probs[idx] = torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
     return probs
+
+
+def _prefix(text: str, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, ending at a space where there is one to end at."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+    return cut[:space] if space > 0 else cut
+
+
+def encode(tokenizer, texts: list[str], max_length: int, padding: bool | str = False):
+    """The tokens of each text, cut to ``max_length``: the one place posts are tokenized.
+
+    A post is first cut to its first ``max_length * CHARS_PER_TOKEN`` characters (at a space), so
+    that a 50 MB post costs what a short one does; where that prefix gives fewer than
+    ``max_length`` tokens (very long words), a longer one is taken, so the tokens are those of the
+    whole post.
+    """
+    limit = max_length * CHARS_PER_TOKEN
+    cut = [_prefix(t, limit) for t in texts]
+    encoded = tokenizer(cut, truncation=True, max_length=max_length, padding=padding)
+
+    def n_tokens(i: int) -> int:
+        mask = encoded.get("attention_mask")
+        return int(sum(mask[i])) if mask is not None else len(encoded["input_ids"][i])
+
+    for i, text in enumerate(texts):
+        size = limit
+        while len(cut[i]) < len(text) and n_tokens(i) < max_length and size < max_length * _MAX_CHARS_PER_TOKEN:
+            size *= 4
+            cut[i] = _prefix(text, size)
+            again = tokenizer(cut[i], truncation=True, max_length=max_length, padding=padding)
+            for key in encoded.keys():
+                encoded[key][i] = again[key]
+    return encoded
 
 
 def with_predictions(frame: pl.DataFrame, probs: np.ndarray, threshold: float) -> pl.DataFrame:

@@ -34,17 +34,31 @@ import polars as pl
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.io import write_json, write_records
 from smm4h_cli.training.metrics import binary_scores
-from smm4h_cli.training.predict import TRAIN_CONFIG, positive_probabilities, set_threads, with_predictions
+from smm4h_cli.training.predict import encode, positive_probabilities, set_threads, with_predictions
+from smm4h_cli.training.run_dir import (  # noqa: F401 (SUMMARY, TEST_PREDICTIONS: re-exported)
+    CHECKPOINTS,
+    METRICS,
+    SUMMARY,
+    TEST_PREDICTIONS,
+    TRAIN_CONFIG,
+    check_complete,
+    foreign_entries,
+    sealed_files,
+    seed_dir as seed_folder,
+)
 
 BALANCES = ("none", "class-weight", "oversample")
 PADDINGS = ("dynamic", "max_length")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SUMMARY = "summary.json"
-METRICS = "metrics.json"
-TEST_PREDICTIONS = "test_predictions.jsonl"
-CHECKPOINTS = "checkpoints"
-#: Settings that must match for --resume to go on with a run (the rest may change: device, threads).
-_RESUME_KEYS = ("model", "epochs", "lr", "batch_size", "max_length", "balance", "warmup_ratio", "weight_decay", "padding", "group_by_length")
+#: Settings that must match for --resume to go on with a run (the rest may change: device, threads),
+#: with the option that sets each.
+_RESUME_KEYS = {
+    "model": "--model", "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "max_length": "--max-length",
+    "balance": "--balance", "warmup_ratio": "--warmup", "weight_decay": "--weight-decay", "padding": "padding",
+    "group_by_length": "group_by_length",
+}
+#: Seconds the reachability probe of the Hugging Face Hub may take, all in all (no retries).
+HUB_PROBE_SECONDS = 3.0
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -202,7 +216,7 @@ class _Posts:
 
 def _tokenize(tokenizer, frame: pl.DataFrame, options: TrainOptions) -> _Posts:
     padding = "max_length" if options.padding == "max_length" else False
-    enc = tokenizer(frame["text"].to_list(), truncation=True, max_length=options.max_length, padding=padding)
+    enc = encode(tokenizer, frame["text"].to_list(), options.max_length, padding)
     labels = frame["label"].to_list()
     keys = list(enc.keys())
     return _Posts([{**{k: enc[k][i] for k in keys}, "labels": labels[i]} for i in range(len(labels))])
@@ -211,13 +225,88 @@ def _tokenize(tokenizer, frame: pl.DataFrame, options: TrainOptions) -> _Posts:
 # ----------------------------------------------------------------------------- model
 
 
-def resolve_model(options: TrainOptions) -> str:
-    """The folder or id to load: the embedded MiniLM when no model is given."""
-    if options.model is None:
-        from smm4h_cli.models import minilm_path
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the classifier base comes from.
 
-        return str(minilm_path())
-    return options.model
+    Fields:
+        name (str): the model as given (``--model``), or the embedded model's name.
+        ref (str): what ``from_pretrained`` loads: a local folder, or the Hub id when it downloads.
+        download (bool): not on this machine; loading it downloads it from the Hugging Face Hub.
+    """
+
+    name: str
+    ref: str
+    download: bool = False
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_reachable(endpoint: str, repo_id: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hub answers at all (any HTTP status), within ``timeout`` seconds, one try.
+
+    The request runs in a thread so that a name lookup that hangs cannot hold the command either.
+    """
+    import threading
+    import urllib.error
+    import urllib.request
+
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/api/models/{repo_id}", method="HEAD"), timeout=timeout)
+            answered.append(True)
+        except urllib.error.HTTPError:
+            answered.append(True)  # 401/404 and the like: the Hub is there; loading will say what is wrong
+        except (OSError, ValueError):
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])
+
+
+def locate_model(model: str | None) -> ModelSource:
+    """The classifier base: the embedded MiniLM, a local folder, the local Hugging Face cache,
+    or (only where the Hub answers within seconds) a download.
+
+    Raises ``InputError`` at once, saying how to make the model available, when it is on none of
+    these and the Hub cannot be reached: no retries against an unreachable Hub.
+    """
+    from smm4h_cli.models import EMBEDDED_MINILM, minilm_path
+
+    if model is None:
+        return ModelSource(EMBEDDED_MINILM, str(minilm_path()))
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"--model {model} is a file; give the folder holding the model (config.json and weights), or a Hugging Face id.")
+        return ModelSource(model, str(path))
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        cached = Path(snapshot_download(model, local_files_only=True))
+    except HFValidationError:
+        raise InputError(f"--model {model}: no such folder, and not a Hugging Face id (org/name). Check the path or the id.") from None
+    except (LocalEntryNotFoundError, OSError):
+        cached = None
+    if cached is not None and any(any(cached.glob(w)) for w in ("*.safetensors", "*.bin")):
+        return ModelSource(model, str(cached))  # with its weights, not only a config fetched earlier
+    how = (
+        f"Make it available: download it where the Hub is reachable (hf download {model}) and copy the cache "
+        f"folder here ({constants.HF_HUB_CACHE}, or another one named by HF_HOME), or pass --model with a local "
+        "folder holding the model."
+    )
+    if _offline():
+        raise InputError(f"--model {model} is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set, so nothing is downloaded. {how}")
+    if not _hub_reachable(constants.ENDPOINT, model):
+        raise InputError(f"--model {model} is not in the local Hugging Face cache, and the Hub ({constants.ENDPOINT}) cannot be reached from here. {how}")
+    return ModelSource(model, model, download=True)
 
 
 def quiet_transformers() -> None:
@@ -228,7 +317,7 @@ def quiet_transformers() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _load(model_ref: str, seed: int):
+def _load(model_ref: str, seed: int):  # model_ref: ModelSource.ref
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     quiet_transformers()
@@ -349,8 +438,14 @@ def _epoch_table(log_history: list[dict]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- training
 
 
-def _seed_complete(seed_dir: Path, need_test: bool) -> bool:
-    return (seed_dir / METRICS).exists() and (seed_dir / "config.json").exists() and (not need_test or (seed_dir / TEST_PREDICTIONS).exists())
+def _seed_finished(seed_dir: Path) -> bool:
+    """Finished (its marker is there); ``check_complete`` then vouches for its files."""
+    return (seed_dir / METRICS).exists() and check_complete(seed_dir) is not None
+
+
+def _write_metrics(seed_dir: Path, metrics: dict[str, Any]) -> None:
+    """The seed's completion marker, written last: its metrics and the sizes of its model and predictions."""
+    write_json(seed_dir / METRICS, {**metrics, "files": sealed_files(seed_dir)})
 
 
 def _last_complete_checkpoint(checkpoints: Path) -> str | None:
@@ -359,18 +454,26 @@ def _last_complete_checkpoint(checkpoints: Path) -> str | None:
     return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
 
 
-def _check_resumable(seed_dir: Path, config: dict) -> None:
-    path = seed_dir / TRAIN_CONFIG
-    if not path.exists():
-        return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    changed = [k for k in _RESUME_KEYS if old.get(k) != config.get(k)]
-    if changed:
-        k = changed[0]
-        raise InputError(
-            f"{seed_dir} was started with {k} = {old.get(k)!r}, not {config.get(k)!r}: --resume goes on "
-            f"with the same settings only. Pass the same options, or --force to start over."
-        )
+def _check_resumable(out: Path, seeds: list[int], config: dict[str, Any]) -> None:
+    """--resume goes on only with the settings the run was started with: those its summary and
+    every seed folder already there (finished or not) record."""
+    recorded: list[tuple[Path, dict]] = []
+    for path in [out / SUMMARY] + [seed_folder(out, s) / TRAIN_CONFIG for s in seeds]:
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise InputError(f"{path}: unreadable ({exc}), so --resume cannot check the run's settings. Pass --force to start over.") from None
+            recorded.append((path, old.get("config", {}) if path.name == SUMMARY else old))
+    for path, old in recorded:
+        changed = [k for k in _RESUME_KEYS if k in old and old[k] != config.get(k)]
+        if changed:
+            settings = ", ".join(f"{_RESUME_KEYS[k]} {old[k]} (now {config.get(k)})" for k in changed)
+            raise InputError(
+                f"{out} was trained with other settings ({path.name}): {settings}. --resume goes on with the "
+                f"same settings only, so that the run records the settings its models were trained with. Pass the "
+                f"same options, or --force to start over."
+            )
 
 
 def train_one(
@@ -382,8 +485,11 @@ def train_one(
     seed_dir: Path,
     progress: Progress | None = None,
     test_frame: pl.DataFrame | None = None,
+    model_ref: str | None = None,
 ) -> dict[str, Any]:
-    """Train one seed into ``seed_dir``; returns its metrics (also written to ``metrics.json``)."""
+    """Train one seed into ``seed_dir``; returns its metrics (also written to ``metrics.json``).
+
+    ``model_ref``: what to load (``ModelSource.ref``); None locates ``options.model``."""
     import torch
     from transformers import DataCollatorWithPadding, TrainingArguments
 
@@ -395,8 +501,7 @@ def train_one(
     config = {**options.config(), "seed": seed, "device": device, "precision": precision}
     checkpoints = seed_dir / CHECKPOINTS
     last = None
-    if options.resume and checkpoints.is_dir():
-        _check_resumable(seed_dir, config)
+    if options.resume and checkpoints.is_dir():  # the settings were checked by check_out
         last = _last_complete_checkpoint(checkpoints)
     if last is None and seed_dir.exists():
         shutil.rmtree(seed_dir)  # nothing to resume from: start this seed clean
@@ -408,8 +513,7 @@ def train_one(
     counts["validation"] = val.height
     counts["validation_positives"] = _check_validation(val)
 
-    model_ref = resolve_model(options)
-    model, tokenizer = _load(model_ref, seed)
+    model, tokenizer = _load(model_ref or locate_model(options.model).ref, seed)
     train_ds, val_ds = _tokenize(tokenizer, data, options), _tokenize(tokenizer, val, options)
     class_weights = None
     if options.balance == "class-weight":
@@ -493,7 +597,7 @@ def train_one(
         # mixed-precision autocast.
         saved, saved_tokenizer = load_classifier(seed_dir, device)
         metrics["test"] = _predict_test(saved, saved_tokenizer, test_frame, options, device, seed_dir)
-    write_json(seed_dir / METRICS, metrics)  # last: its presence marks the seed finished
+    _write_metrics(seed_dir, metrics)  # last: it marks the seed finished
     shutil.rmtree(checkpoints, ignore_errors=True)
     return metrics
 
@@ -527,13 +631,16 @@ def _predict_saved(seed_dir: Path, test_frame: pl.DataFrame, options: TrainOptio
 def _unloadable(model_ref: str, exc: Exception) -> InputError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return InputError(
-        f"--model {model_ref}: could not load it ({first}). Give a local folder, or a Hugging Face "
-        f"id that is in the local cache (nothing is downloaded when HF_HUB_OFFLINE=1)."
+        f"--model {model_ref}: could not load it ({first}). Give a folder holding a transformers model, "
+        f"or a Hugging Face id of one."
     )
 
 
-def preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFrame, synthetic: pl.DataFrame | None) -> None:
-    """Every check that can fail on bad input, before anything is written."""
+def preflight(
+    options: TrainOptions, train: pl.DataFrame, validation: pl.DataFrame, synthetic: pl.DataFrame | None,
+    source: ModelSource | None = None,
+) -> ModelSource:
+    """Every check that can fail on bad input, before anything is written. Returns the model's source."""
     from transformers import AutoConfig
 
     from smm4h_cli.models import resolve_device
@@ -541,12 +648,13 @@ def preflight(options: TrainOptions, train: pl.DataFrame, validation: pl.DataFra
     training_set(train, synthetic, "none", 0)
     _check_validation(validation)
     resolve_precision(options.precision, resolve_device(options.device))
-    model_ref = resolve_model(options)
+    source = source or locate_model(options.model)
     quiet_transformers()
     try:
-        AutoConfig.from_pretrained(model_ref)
+        AutoConfig.from_pretrained(source.ref)
     except (OSError, ValueError) as exc:
-        raise _unloadable(model_ref, exc) from None
+        raise _unloadable(source.name, exc) from None
+    return source
 
 
 def _check_validation(validation: pl.DataFrame) -> int:
@@ -557,22 +665,38 @@ def _check_validation(validation: pl.DataFrame) -> int:
 
 
 def check_out(options: TrainOptions, seeds: list[int]) -> None:
-    """The run folder can take this run (checks only; nothing is changed)."""
+    """The run folder can take this run (checks only; nothing is changed).
+
+    ``--force`` replaces the run folder as a whole, so it is refused for a folder that holds
+    anything but a run (it would be deleted); ``--resume`` is refused with changed settings.
+    """
     out = options.out
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; --out takes a folder for the run.")
-    existing = out.is_dir() and ((out / SUMMARY).exists() or any((out / f"seed-{s}").exists() for s in seeds))
+    _check_writable_folder(out)
+    existing = out.is_dir() and ((out / SUMMARY).exists() or any(seed_folder(out, s).exists() for s in seeds))
     if existing and not (options.resume or options.force):
         raise InputError(f"{out} already holds a run. Pass --resume to go on with it, --force to replace it, or choose another --out.")
+    others = foreign_entries(out) if options.force and out.is_dir() else []
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise InputError(
+            f"{out} holds files that are not part of a smm4h run ({shown}), and --force replaces the run folder "
+            f"as a whole. Choose another --out (a new or empty folder), or move those files away."
+        )
+    if options.resume:
+        _check_resumable(out, seeds, options.config())
+
+
+def _check_writable_folder(out: Path) -> None:
+    pass  # wired to smm4h_cli.io.check_writable once it tests folders (h-io)
 
 
 def _prepare_out(options: TrainOptions, seeds: list[int]) -> None:
     out = options.out
     check_out(options, seeds)
-    if options.force:
-        for s in seeds:
-            shutil.rmtree(out / f"seed-{s}", ignore_errors=True)
-        (out / SUMMARY).unlink(missing_ok=True)
+    if options.force and out.is_dir():
+        shutil.rmtree(out)  # the whole run: no seed of an earlier call is left for a reader to find
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -588,30 +712,33 @@ def train_seeds(
     synthetic: pl.DataFrame | None,
     progress: Progress | None = None,
     test_frame: pl.DataFrame | None = None,
+    source: ModelSource | None = None,
 ) -> dict[str, Any]:
     """Train one run per seed in ``options.out/seed-N`` and write ``options.out/summary.json``.
 
     With ``test_frame`` each seed's best model also predicts it (``seed-N/test_predictions.jsonl``).
     With ``options.resume`` finished seeds are kept and an interrupted one goes on from its last
-    checkpoint. Returns the summary.
+    checkpoint. ``source``: the model as ``locate_model`` found it (located again when None).
+    Returns the summary.
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {seeds}.")
-    preflight(options, train, validation, synthetic)
+    source = preflight(options, train, validation, synthetic, source)
     _prepare_out(options, seeds)
     runs: dict[str, dict[str, Any]] = {}
     for seed in seeds:
-        seed_dir = options.out / f"seed-{seed}"
-        if options.resume and _seed_complete(seed_dir, False):
+        seed_dir = seed_folder(options.out, seed)
+        if options.resume and _seed_finished(seed_dir):
             metrics = json.loads((seed_dir / METRICS).read_text(encoding="utf-8"))
+            metrics.pop("files", None)
             if test_frame is not None and not (seed_dir / TEST_PREDICTIONS).exists():
                 metrics["test"] = _predict_saved(seed_dir, test_frame, options)
-                write_json(seed_dir / METRICS, metrics)
+                _write_metrics(seed_dir, metrics)
             if progress is not None:
                 progress({"event": "skipped", "seed": seed, "epochs": options.epochs})
         else:
-            metrics = train_one(options, seed, train, validation, synthetic, seed_dir, progress, test_frame)
+            metrics = train_one(options, seed, train, validation, synthetic, seed_dir, progress, test_frame, source.ref)
         runs[str(seed)] = metrics
         if progress is not None:
             progress({"event": "seed_done", "seed": seed, "epochs": options.epochs, "metrics": metrics})

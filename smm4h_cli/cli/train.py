@@ -8,9 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Format, IdCol, LabelCol, Quiet, TableFormat, TextCol, columns, emit_table, err, show_progress
@@ -33,15 +31,15 @@ def parse_seeds(value: str) -> list[int]:
     return seeds
 
 
-def resume_command(ctx: click.Context) -> str:
-    """This command as typed, with --resume in place of --force: what goes on after an interruption."""
+def resume_command(ctx: typer.Context) -> str:
+    """This command with its options, and --resume in place of --force: what goes on after an interruption."""
     words = ["smm4h", ctx.info_name or "train"]
     for param in ctx.command.params:
-        if not isinstance(param, click.Option) or param.name in ("resume", "force"):
+        if param.param_type_name != "option" or param.name in ("resume", "force"):
             continue
-        if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default:
             continue
-        value = ctx.params[param.name]
         if param.is_flag:
             if value:
                 words.append(param.opts[0])
@@ -81,6 +79,7 @@ class _Display:
 
 
 def train_cli(
+    ctx: typer.Context,
     train: Annotated[Path | None, typer.Option("--train", help="Labelled training posts \\[default: the --task sample data].", show_default=False)] = None,
     validation: Annotated[Path | None, typer.Option("--validation", help="Labelled validation posts; the best epoch is chosen on them \\[default: the --task sample data].", show_default=False)] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Test posts to predict with each seed's best model (seed-N/test_predictions.jsonl, for smm4h compare) \\[default: the --task sample test data when --train is not given].", show_default=False)] = None,
@@ -152,6 +151,7 @@ def train_cli(
     if source.download and not quiet:
         err.print(f"{model} is not in the local Hugging Face cache: downloading it from the Hub.", soft_wrap=True)
     preflight(options, train_frame, validation_frame, synthetic_frame, source)
+    ctx.meta[RESUME_HINT] = resume_command(ctx)  # from here on, an interrupted run goes on with --resume
     if not quiet:
         extra = f" + {synthetic_frame.height:,} synthetic" if synthetic_frame is not None else ""
         err.print(
@@ -162,7 +162,6 @@ def train_cli(
     show = show_progress(quiet)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
     display = _Display(progress) if show else None
-    click.get_current_context().meta[RESUME_HINT] = resume_command(click.get_current_context())
     with progress if show else nullcontext():
         summary = train_seeds(options, seed_list, train_frame, validation_frame, synthetic_frame, progress=display, test_frame=test_frame, source=source)
 

@@ -303,6 +303,15 @@ def test_force_replaces_the_whole_run_and_readers_take_the_summarys_seeds(run, d
     assert predicted.exit_code == 0, predicted.stderr  # one seed in the summary: no "holds 2 trained seeds"
 
 
+def test_unwritable_run_folder_is_refused_before_training(data, cli, tmp_path):
+    """Fault: a run folder that cannot be written gave a traceback (exit 1), after loading the model."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = cli(*[a for a in _train_args(data, blocker / "run", "--epochs", "1") if a != "--quiet"])
+    assert result.exit_code == 2 and "cannot be written" in result.stderr and "Traceback" not in result.stderr
+    assert "Training " not in result.stderr  # refused before the start line: nothing loaded, nothing trained
+
+
 def test_force_refuses_to_delete_a_folder_that_is_not_a_run(data, cli, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()

@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from smm4h_cli.errors import InputError, RunError
-from smm4h_cli.io import write_json, write_records
+from smm4h_cli.io import check_writable, write_json, write_records
 from smm4h_cli.training.metrics import binary_scores
 from smm4h_cli.training.predict import encode, positive_probabilities, set_threads, with_predictions
 from smm4h_cli.training.run_dir import (  # noqa: F401 (SUMMARY, TEST_PREDICTIONS: re-exported)
@@ -673,7 +673,7 @@ def check_out(options: TrainOptions, seeds: list[int]) -> None:
     out = options.out
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; --out takes a folder for the run.")
-    _check_writable_folder(out)
+    check_writable(out, folder=True)  # before any model is loaded or anything trained
     existing = out.is_dir() and ((out / SUMMARY).exists() or any(seed_folder(out, s).exists() for s in seeds))
     if existing and not (options.resume or options.force):
         raise InputError(f"{out} already holds a run. Pass --resume to go on with it, --force to replace it, or choose another --out.")
@@ -686,10 +686,6 @@ def check_out(options: TrainOptions, seeds: list[int]) -> None:
         )
     if options.resume:
         _check_resumable(out, seeds, options.config())
-
-
-def _check_writable_folder(out: Path) -> None:
-    pass  # wired to smm4h_cli.io.check_writable once it tests folders (h-io)
 
 
 def _prepare_out(options: TrainOptions, seeds: list[int]) -> None:

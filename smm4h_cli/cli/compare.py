@@ -121,7 +121,7 @@ def _cell(value: object) -> Text:
 
 
 def compare_cli(
-    predictions: Annotated[list[str], typer.Argument(help="One argument per arm: a predictions file (smm4h predict), comma-separated files (one per seed), or a run folder of smm4h train --test (all its seeds). The first arm is the reference.", show_default=False)],
+    predictions: Annotated[list[str], typer.Argument(help="One argument per arm: a predictions file (smm4h predict), comma-separated files (one per seed), or a run folder of smm4h train --test (the seeds its summary.json lists). The first arm is the reference.", show_default=False)],
     names: Annotated[str | None, typer.Option("--names", help="Comma-separated arm names \\[default: the file or folder names].", show_default=False)] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Paired bootstrap resamples of the test posts.")] = 10_000,
     seed: Seed = 0,

@@ -8,9 +8,9 @@ describe the same posts.
 The sampling rule: each group draws with its own generator, seeded by the seed and the group's
 *name* (``numpy.random.default_rng([seed, crc32(name)])``). So adding or removing a file does
 not change the sample of the others, and the same seed always gives the same posts; but the
-same file under two different group names (another path that shortens to another name, or
-``--by-label`` against not) gets a different sample. A further draw from a group (the Vendi
-subsample) uses another stream of the same seed and name.
+same file under two different group names (given by a path that shortens to another name)
+gets a different sample. A further draw from a group (the Vendi subsample) uses another
+stream of the same seed and name.
 """
 
 from __future__ import annotations

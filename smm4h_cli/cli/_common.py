@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, Sequence, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import Columns
@@ -102,11 +103,13 @@ def emit_table(
     elif fmt is TableFormat.markdown:
         sys.stdout.write(markdown_table(rows, headers, digits))
     else:
-        table = Table(title=title, caption=caption)
+        # Everything as Text, never as Rich markup: names of files, arms and groups come from
+        # the user, and "[red]a" or "[/x]" must show as written, not style or crash.
+        table = Table(title=None if title is None else Text(title), caption=None if caption is None else Text(caption))
         for i, key in enumerate(rows[0]):
-            table.add_column((headers or {}).get(key, key), justify="left" if i == 0 else "right", no_wrap=i == 0)
+            table.add_column(Text((headers or {}).get(key, key)), justify="left" if i == 0 else "right", no_wrap=i == 0)
         for r in rows:
-            table.add_row(*(format_cell(v, digits) for v in r.values()))
+            table.add_row(*(Text(format_cell(v, digits)) for v in r.values()))
         out = Console(highlight=False)
         if not out.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
             out = Console(highlight=False, width=200)

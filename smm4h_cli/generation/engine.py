@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from smm4h_cli.errors import RunError
 from smm4h_cli.generation.backends import Backend, redact
+from smm4h_cli.io import jsonl_lines
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class CallCache:
             raw = raw[:keep]
             self.ignored += 1
         records = {}
-        for line in raw.decode("utf-8", errors="replace").splitlines():
+        for line in jsonl_lines(raw.decode("utf-8", errors="replace")):
             try:
                 record = json.loads(line)
                 records[record["key"]] = record

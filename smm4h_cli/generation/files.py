@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from smm4h_cli.errors import InputError
-from smm4h_cli.io import STDIO, check_writable
+from smm4h_cli import io
+from smm4h_cli.io import STDIO
 
 
 @dataclass(frozen=True)
@@ -46,46 +47,16 @@ class RunFiles:
         return [(name, path) for name, path in names if path is not None]
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file: the same inode when both exist (links included), else the same resolved path."""
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def check_distinct(outputs: Sequence[tuple[str, Path]], inputs: Sequence[tuple[str, Path | str | None]]) -> None:
-    """Refuse an output that is another output or one of the inputs (``-`` and None inputs are skipped)."""
-    given = [(name, Path(path)) for name, path in inputs if path is not None and str(path) != STDIO]
-    for i, (name, path) in enumerate(outputs):
-        for other, other_path in given:
-            if same_file(path, other_path):
-                raise InputError(
-                    f"{name} {path} is the {other} file, an input of this run: writing it would change your data. "
-                    f"Give {name} another file name."
-                )
-        for other, other_path in outputs[:i]:
-            if same_file(path, other_path):
-                raise InputError(f"{name} {path} is also {other}: a run writes them separately. Give {name} another file name.")
-
-
-def _check_sidecar(name: str, path: Path) -> None:
-    if path.is_dir():
-        raise InputError(f"{name} {path} is a folder; move it away or give another file name.")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{name} {path} cannot be written (no permission); give another file name.")
-
-
 def check_outputs(files: RunFiles, inputs: Sequence[tuple[str, Path | str | None]], force: bool) -> None:
     """Every check of the files a run writes that can be made without writing: see the module docstring."""
-    check_distinct(files.named(), inputs)
-    if files.posts is not None:
-        check_writable(files.posts, force)
+    io.check_outputs(dict(files.named()), dict(inputs))
     for name, path in files.named():
-        if path is not files.posts:
-            _check_sidecar(name, path)
+        if path is files.posts:
+            io.check_writable(path, force)
+        elif path is files.cache:
+            io.check_writable(path, append=True)  # a cache is added to: it may exist
+        elif path.is_dir():  # the summary goes beside the posts, in their (checked) folder
+            raise InputError(f"{name} {path} is a folder; move it away or give another --out.")
 
 
 @contextlib.contextmanager
@@ -98,7 +69,7 @@ def claim_outputs(files: RunFiles, inputs: Sequence[tuple[str, Path | str | None
             if path is not files.meta:  # the summary is written beside the posts, under their lock
                 stack.enter_context(_lock(name, path))
         if files.posts is not None:
-            check_writable(files.posts, force)  # a run that held the lock may have finished it meanwhile
+            io.check_writable(files.posts, force)  # a run that held the lock may have finished it meanwhile
         yield
 
 

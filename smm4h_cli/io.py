@@ -558,7 +558,8 @@ def check_writable(
             raise InputError(f"{p} is a file; give a folder (a new one is created).")
         _check_folder_writable(p, p)
         return
-    format_of(path)
+    if not append:  # an appended file (a cache) is the toolkit's own, not a data file of a known format
+        format_of(path)
     if p.is_dir():
         raise InputError(f"{p} is a folder; give a file name such as {p / 'out.jsonl'}.")
     if p.exists() and append:
@@ -597,31 +598,34 @@ def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 
 def check_outputs(
     outputs: Mapping[str, str | os.PathLike[str] | None] | Iterable[str | os.PathLike[str] | None],
-    inputs: Iterable[str | os.PathLike[str] | None],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | Iterable[str | os.PathLike[str] | None],
 ) -> None:
     """Refuse, before any work, an output path that is one of the inputs or another output.
 
-    ``outputs`` maps the option that names each output to its path (``{"--out": out, "--cache":
-    cache}``), or is a plain list of paths; ``inputs`` are the files read. ``None`` and ``-``
-    (stdin/stdout) are ignored. Paths are compared resolved, and with ``os.path.samefile``
-    where both exist, so ``./a.jsonl``, ``a.jsonl`` and a link to it are the same file. Raises
-    :class:`InputError` naming both, so a command never writes (or appends) over its own input.
+    ``outputs`` maps the option (or the name) of each output to its path (``{"--out": out,
+    "--cache": cache}``), or is a plain list of paths; ``inputs`` likewise (``{"--train": train}``
+    or a list). ``None`` and ``-`` (stdin/stdout) are ignored. Paths are compared resolved, and
+    with ``os.path.samefile`` where both exist, so ``./a.jsonl``, ``a.jsonl`` and a link to it
+    are the same file. Raises :class:`InputError` naming both, so a command never writes (or
+    appends) over its own input.
     """
-    named = list(outputs.items()) if isinstance(outputs, Mapping) else [(None, o) for o in outputs]
-    named = [(flag, o) for flag, o in named if o is not None and str(o) != STDIO]
-    sources = [i for i in inputs if i is not None and str(i) != STDIO]
+
+    def named(paths) -> list[tuple[str | None, str | os.PathLike[str]]]:
+        pairs = list(paths.items()) if isinstance(paths, Mapping) else [(None, p) for p in paths]
+        return [(flag, p) for flag, p in pairs if p is not None and str(p) != STDIO]
 
     def shown(flag: str | None, path: str | os.PathLike[str]) -> str:
         return f"{flag} {path}" if flag else str(path)
 
-    for n, (flag, out) in enumerate(named):
-        for source in sources:
+    outs, sources = named(outputs), named(inputs)
+    for n, (flag, out) in enumerate(outs):
+        for source_flag, source in sources:
             if _same_file(out, source):
                 raise InputError(
-                    f"{shown(flag, out)} is also an input file ({source}); writing there would destroy the input. "
-                    f"Write the output to another file."
+                    f"{shown(flag, out)} is also an input file ({shown(source_flag, source)}); writing there would "
+                    f"destroy the input. Write the output to another file."
                 )
-        for other_flag, other in named[:n]:
+        for other_flag, other in outs[:n]:
             if _same_file(out, other):
                 raise InputError(
                     f"{shown(other_flag, other)} and {shown(flag, out)} are the same file; give each output its own path."

@@ -90,8 +90,9 @@ def test_call_cache_keeps_lines_with_line_separators(tmp_path):
 
     path = tmp_path / "cache.jsonl"
     cache = CallCache(path)
-    cache.append({"key": "k1", "content": "a\u2028b\u0085c"})
-    cache.append({"key": "k2", "content": "plain"})
+    answer = {"finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1, "retries": 0}  # a well-formed cached answer
+    cache.append({"key": "k1", "content": "a\u2028b\u0085c", **answer})
+    cache.append({"key": "k2", "content": "plain", **answer})
     again = CallCache(path)
     loaded = again.load()
     assert set(loaded) == {"k1", "k2"} and loaded["k1"]["content"] == "a\u2028b\u0085c"

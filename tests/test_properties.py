@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smm4h_cli.errors import InputError
@@ -24,29 +24,27 @@ from smm4h_cli.io import read_records, write_records
 AWKWARD = list("\u2028\u2029\u0085\x0b\x0c\x1c\x1d\x1e\n\r\t,;\"'\\ |[]{}") + ["\r\n", "😀", "👩‍⚕️", "\ufeff", "é", "\u0301"]
 pieces = st.one_of(st.characters(exclude_categories=["Cs"]), st.sampled_from(AWKWARD))
 strings = st.lists(pieces, min_size=1, max_size=30).map("".join).filter(lambda s: s.strip() != "")
+#: TSV cannot hold tabs or line breaks (the writer refuses them), so its texts are drawn without.
+tsv_strings = strings.map(lambda s: s.replace("\t", "·").replace("\n", "¶").replace("\r", "¤")).filter(lambda s: s.strip() != "")
 
 
 @st.composite
-def records(draw) -> pl.DataFrame:
+def records(draw, tsv: bool = False) -> pl.DataFrame:
+    strings_ = tsv_strings if tsv else strings
     n = draw(st.integers(min_value=1, max_value=6))
-    ids = draw(st.lists(strings, min_size=n, max_size=n, unique=True))
-    texts = draw(st.lists(strings, min_size=n, max_size=n))
+    ids = draw(st.lists(strings_, min_size=n, max_size=n, unique=True))
+    texts = draw(st.lists(strings_, min_size=n, max_size=n))
     columns = [pl.Series("id", ids, dtype=pl.String), pl.Series("text", texts, dtype=pl.String)]
     if draw(st.booleans()):
         columns.append(pl.Series("label", draw(st.lists(st.sampled_from([0, 1]), min_size=n, max_size=n)), dtype=pl.Int64))
     return pl.DataFrame(columns)
 
 
-def _tsv_safe(frame: pl.DataFrame) -> bool:
-    return not any(c in s for s in frame["id"].to_list() + frame["text"].to_list() for c in "\t\n\r")
-
-
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv", ".tsv"])
 @settings(suppress_health_check=[HealthCheck.too_slow])
-@given(frame=records())
-def test_write_then_read_gives_the_same_records(suffix, frame):
-    if suffix == ".tsv":
-        assume(_tsv_safe(frame))  # the writer refuses what TSV cannot hold
+@given(data=st.data())
+def test_write_then_read_gives_the_same_records(suffix, data):
+    frame = data.draw(records(tsv=suffix == ".tsv"))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"posts{suffix}"
         write_records(frame, path)
@@ -69,7 +67,7 @@ def test_stdout_then_stdin_gives_the_same_records(frame):
 def _valid_bytes(suffix: str) -> bytes:
     frame = pl.DataFrame({"id": ["a", "b"], "text": ['say "hi", ok', "two\nlines"], "label": [1, 0]})
     if suffix == ".tsv":
-        frame = frame.with_columns(pl.Series("text", ["plain", 'a "quote'])).with_columns(pl.col("text"))
+        frame = frame.with_columns(pl.Series("text", ["plain", 'a "quote']))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"v{suffix}"
         write_records(frame, path)

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from smm4h_cli.analysis.clustering import OUTPUT_FILES, EmbedClusterOptions, embed_cluster, existing_outputs, infer_roles, table_rows, write_outputs
+from smm4h_cli.analysis.clustering import OUTPUT_FILES, EmbedClusterOptions, embed_cluster, existing_outputs, table_rows, write_outputs
 from smm4h_cli.analysis.embeddings import default_cache_dir
-from smm4h_cli.analysis.ngrams import groups_from_frames
+from smm4h_cli.analysis.groups import groups_from_frames, infer_roles
 from smm4h_cli.cli._common import Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, columns, emit_table, err, show_progress
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import check_outputs, check_writable, read_records, short_names

@@ -143,10 +143,23 @@ def test_html_is_self_contained(finished):
     assert 'src="figure2/' not in page  # no image left pointing at a file beside the page
 
 
+@pytest.fixture
+def torch_threads():
+    """Puts torch's thread count back after a test that sets it (it is global to the process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @slow
-def test_unchanged_rerun_skips_everything(finished, data):
+def test_unchanged_rerun_skips_everything(finished, data, torch_threads):
     out, first, _ = finished
     again = run_study(_options(data, out))
+    assert again.ran == [] and set(again.skipped) == set(first.ran)
+    # the thread count is not in any fingerprint: it changes how fast, not what is computed
+    again = run_study(_options(data, out, threads=1))
     assert again.ran == [] and set(again.skipped) == set(first.ran)
 
 
@@ -165,7 +178,7 @@ def test_changed_option_redoes_only_what_depends_on_it(finished, data, tmp_path)
 
 
 @slow
-def test_a_new_seed_trains_alone_and_a_new_test_file_only_predicts(finished, data, tmp_path):
+def test_a_new_seed_trains_alone_and_a_new_test_file_only_predicts(finished, data, tmp_path, torch_threads):
     out, _, _ = finished
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -198,9 +211,10 @@ def test_a_new_seed_trains_alone_and_a_new_test_file_only_predicts(finished, dat
     assert "train baseline" in result.ran and not (copy / "runs/baseline/seed-1").exists()
     assert stamp(seed0 / "model.safetensors") == weights0
 
-    # other settings: every seed is retrained
-    result = run_study(_options({**data, "test": test2}, copy, seeds=(0,), epochs=2))
+    # other settings: every seed is retrained, with the threads asked for
+    result = run_study(_options({**data, "test": test2}, copy, seeds=(0,), epochs=2, threads=1))
     assert stamp(seed0 / "model.safetensors") != weights0
+    assert json.loads((copy / "runs/baseline/summary.json").read_text())["config"]["threads"] == 1
 
 
 @slow
@@ -552,3 +566,48 @@ def test_input_paths_show_as_given_or_relative_never_absolute(tmp_path, monkeypa
     md, _ = _crafted_report(tmp_path, ["a fine post"])
     assert str(tmp_path) not in md
     assert "| train | data/train.jsonl |" in md and "| synthetic (paper) | synthetic/paper.jsonl |" in md
+
+
+# ------------------------------------------------------------------ options checked before any work
+
+
+def test_threads_option(cli):
+    from smm4h_cli.errors import InputError
+
+    result = cli("study", "--help")
+    assert result.exit_code == 0 and "--threads" in result.stdout
+    with pytest.raises(InputError, match="--threads must be at least 1"):
+        StudyOptions(threads=0)
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_file_as_the_study_folder_is_refused_before_any_work(cli, tmp_path):
+    in_the_way = tmp_path / "study"
+    in_the_way.write_text("not a folder\n")
+    result = cli("study", "--out", in_the_way, "--quiet")
+    assert result.exit_code == 2 and "is a file; --out takes a folder" in result.stderr
+    assert "Traceback" not in result.stderr and in_the_way.read_text() == "not a folder\n"
+
+
+def _check_writable_tests_folders() -> bool:
+    from smm4h_cli.io import check_writable
+
+    try:
+        check_writable(Path(__file__) / "sub" / "probe.csv", force=True)  # a file where a folder should be
+    except Exception:
+        return True
+    return False
+
+
+@pytest.mark.skipif(not _check_writable_tests_folders(), reason="needs io.check_writable to test the output's folders (issue 11, fault 6)")
+def test_a_study_folder_that_cannot_be_made_is_refused_before_any_work(cli, tmp_path):
+    # a file where one of the study folder's parents should be: found before reading, training
+    # or generating anything, and nothing is written
+    (tmp_path / "file").write_text("x\n")
+    before = _tree(tmp_path)
+    result = cli("study", "--out", tmp_path / "file" / "study", "--quiet")
+    assert result.exit_code == 2 and "cannot be written" in result.stderr and "Traceback" not in result.stderr
+    assert _tree(tmp_path) == before

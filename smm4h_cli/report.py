@@ -49,7 +49,11 @@ FIGURES = (FIGURE2,)
 # table's own escaping of backslashes).
 _MARKUP = {c: f"&#{ord(c)};" for c in "\\`*_[<&|~$"}
 _LINE_BREAKS = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
-_ORDERED_ITEM = re.compile(r"\d{1,9}(?=[.)])")
+# What opens a block where the text starts a line (in a list item or quote): an indent, a quote,
+# a heading, a list item, an ordered list item (its delimiter), a thematic break.
+_BLOCK_START = re.compile(
+    r"[ \t]|>|#{1,6}(?=[ \t]|$)|[-+](?=[ \t]|$)|\d{1,9}(?P<delimiter>[.)])(?=[ \t]|$)|-(?=(?:[ \t]*-){2,}[ \t]*$)"
+)
 
 
 def literal(value: Any) -> str:
@@ -60,14 +64,10 @@ def literal(value: Any) -> str:
     and makes no image, link or tag in any CommonMark renderer.
     """
     text = "".join(_MARKUP.get(c, c) for c in _LINE_BREAKS.sub(" ", str(value)))
-    # what would open a block where the text starts a line: a heading, quote, list item, rule,
-    # setext underline or indented code
-    ordered = _ORDERED_ITEM.match(text)
-    if ordered:
-        i = ordered.end()
+    block = _BLOCK_START.match(text)
+    if block:
+        i = block.start("delimiter") if block.group("delimiter") else 0
         return f"{text[:i]}&#{ord(text[i])};{text[i + 1:]}"
-    if text[:1] in (" ", "#", ">", "+", "-", "="):
-        return f"&#{ord(text[0])};{text[1:]}"
     return text
 
 
@@ -80,7 +80,8 @@ def shown_path(path: Path) -> str:
     """An input path as the report shows it: never the absolute path of the machine it ran on.
 
     The package's sample data shows as ``sample_data/task5/train.jsonl``; a path inside the
-    current folder, relative to it; any other path as the user gave it.
+    current folder, relative to it; one in the home folder as ``~/...``; any other path as the
+    user gave it.
     """
     p = Path(path)
     try:
@@ -88,10 +89,11 @@ def shown_path(path: Path) -> str:
     except (ValueError, OSError):
         pass
     if p.is_absolute():
-        try:
-            return p.relative_to(Path.cwd()).as_posix()
-        except ValueError:
-            pass
+        for folder, shown in ((Path.cwd(), ""), (Path.home(), "~/")):
+            try:
+                return shown + p.relative_to(folder).as_posix()
+            except ValueError:
+                pass
     return os.path.normpath(p).replace(os.sep, "/")
 
 

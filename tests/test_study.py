@@ -510,7 +510,7 @@ def test_posts_with_markup_show_as_text_and_embed_nothing(tmp_path):
 
 
 def test_a_post_like_a_block_stays_in_its_cell(tmp_path):
-    posts = ["# heading", "> quote", "- item", "+ item", "2) item", "    indented code", "---", "=", "a | b", "`x`"]
+    posts = ["# heading", ">quote", "- item", "+ item", "2) item", "    indented code", "- - -", "1.", "a | b", "`x`"]
     md, page = _crafted_report(tmp_path, posts)
     closest = md.split("Synthetic posts closest to a real training post:")[1].split("## Cost")[0]
     kinds = {t.type for t in _tokens(closest)}
@@ -523,6 +523,15 @@ def test_a_post_like_a_block_stays_in_its_cell(tmp_path):
     cells = [html_lib.unescape(inline(t.content)) for t in _tokens(closest) if t.type == "inline"]
     for post in posts:
         assert post in cells, post
+
+
+def test_literal_escapes_only_what_could_be_markup():
+    from smm4h_cli.report import literal
+
+    # ordinary text stays readable: versions, model ids, dashes and numbers are not escaped
+    for plain in ("3.11.7", "gpt-4-0125-preview", "-1.000", "#hashtag", "well-known", "10 posts."):
+        assert literal(plain) == plain
+    assert literal("a\nb\u2028c") == "a b c"
 
 
 def test_model_and_file_names_are_text_too(tmp_path):
@@ -563,6 +572,7 @@ def test_input_paths_show_as_given_or_relative_never_absolute(tmp_path, monkeypa
     assert shown_path(sample_path(5, "train")) == "sample_data/task5/train.jsonl"
     assert shown_path(tmp_path / "data" / "train.jsonl") == "data/train.jsonl"
     assert shown_path(Path("data/../data/train.jsonl")) == "data/train.jsonl"
+    assert shown_path(Path.home() / "smm4h-data" / "train.jsonl") == "~/smm4h-data/train.jsonl"
     md, _ = _crafted_report(tmp_path, ["a fine post"])
     assert str(tmp_path) not in md
     assert "| train | data/train.jsonl |" in md and "| synthetic (paper) | synthetic/paper.jsonl |" in md

@@ -36,7 +36,7 @@ import polars as pl  # noqa: E402
 
 from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs  # noqa: E402
 from smm4h_cli.analysis.embeddings import SentenceEmbedder, embed_texts  # noqa: E402
-from smm4h_cli.analysis.ngrams import Group  # noqa: E402
+from smm4h_cli.analysis.groups import Group  # noqa: E402
 from smm4h_cli.models import EMBEDDED_MINILM  # noqa: E402
 
 

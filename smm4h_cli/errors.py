@@ -14,8 +14,11 @@ class Smm4hError(Exception):
     exit_code = 1
 
 
-class InputError(Smm4hError):
-    """Bad usage or bad input data: exit code 2, nothing written."""
+class InputError(Smm4hError, ValueError):
+    """Bad usage or bad input data: exit code 2, nothing written.
+
+    Also a ``ValueError``, so library callers that validate values catch it as they would any
+    bad value (an options dataclass's ``__post_init__`` raises it)."""
 
     exit_code = 2
 

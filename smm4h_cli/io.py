@@ -13,11 +13,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO, Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -72,12 +73,16 @@ def read_records(
     columns: Columns = Columns(),
     *,
     require_label: bool = False,
+    predictions: bool = False,
     stdin: IO[bytes] | None = None,
 ) -> pl.DataFrame:
     """Read one file of posts into a frame with ``id``, ``text`` and (if present) ``label`` first.
 
     ``require_label`` makes a missing label column an error (training, evaluation). Ids are
     generated as ``<file stem>-<row number>`` when the file has none, so they are stable.
+    ``predictions`` reads a file of ``smm4h predict``: it must have a ``pred`` column of 0/1
+    (the same rule as labels) and may have ``prob``, a number in [0, 1]; both are checked here,
+    with the file and line of the first bad value.
     """
     name = display_name(path)
     fmt = format_of(path)
@@ -94,21 +99,43 @@ def read_records(
             frame, where = _parse_delimited(text, name, "," if fmt == "csv" else "\t")
     if frame.height == 0:
         raise InputError(f"{name} has a header but no rows: expected at least one post.")
-    return _to_records(frame, where, name, stem_of(path), columns, require_label)
+    records = _to_records(frame, where, name, stem_of(path), columns, require_label)
+    if predictions:
+        records = check_predictions(records, name, where)
+    return records
+
+
+def read_predictions(path: str | os.PathLike[str], columns: Columns = Columns()) -> pl.DataFrame:
+    """Read a labelled file of predictions (``smm4h predict`` output): ``label``, ``pred`` and maybe ``prob``, checked."""
+    return read_records(path, columns, require_label=True, predictions=True)
 
 
 def _read_bytes(path: str | os.PathLike[str], stdin: IO[bytes] | None) -> bytes:
+    # Every way a read can fail (no permission, a folder, an I/O error, a broken pipe) becomes
+    # an InputError here, so no command can show a traceback for an unreadable input.
     if str(path) == STDIO:
-        stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
-        if stream is None:
-            return sys.stdin.read().encode("utf-8")
-        return stream.read()
+        try:
+            stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+            if stream is None:
+                return sys.stdin.read().encode("utf-8")
+            return stream.read()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"<stdin> could not be read ({_reason(exc)}).") from None
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file. Check the path (relative paths start from {Path.cwd()}).")
-    if p.is_dir():
-        raise InputError(f"{p} is a folder; expected a file of posts (.jsonl, .parquet, .csv or .tsv).")
-    return p.read_bytes()
+    try:
+        if not p.exists():
+            raise InputError(f"{p}: no such file. Check the path (relative paths start from {Path.cwd()}).")
+        if p.is_dir():
+            raise InputError(f"{p} is a folder; expected a file of posts (.jsonl, .parquet, .csv or .tsv).")
+        return p.read_bytes()
+    except PermissionError:
+        raise InputError(f"{p}: permission denied, the file cannot be read. Check its permissions (ls -l '{p}').") from None
+    except OSError as exc:
+        raise InputError(f"{p} could not be read ({_reason(exc)}).") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -142,11 +169,29 @@ class _Where:
         return f"{unit} {shown}{more}"
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of JSON-lines text, split on ``\\n`` only: the one splitter for every JSONL reader.
+
+    ``str.splitlines`` also splits on U+2028, U+2029, U+0085 and other separators that JSON
+    allows raw inside a string, so it cuts such a record in two. A ``\\r`` before ``\\n`` (a
+    Windows line end) stays on the line; it is JSON whitespace.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+_JSON_BLANK = " \t\r"
+# \udXXX escapes in the high half: a surrogate, which is only valid as half of a pair.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _parse_jsonl(text: str, name: str) -> tuple[pl.DataFrame, _Where]:
     rows: list[dict] = []
     lines: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for number, line in enumerate(jsonl_lines(text), start=1):
+        if not line.strip(_JSON_BLANK):
             continue
         try:
             value = json.loads(line)
@@ -155,11 +200,21 @@ def _parse_jsonl(text: str, name: str) -> tuple[pl.DataFrame, _Where]:
                 f"{name}, line {number}: not valid JSON ({exc.msg}, column {exc.colno}). "
                 f"Each line must be one JSON object such as {{\"text\": \"...\", \"label\": 1}}."
             ) from None
+        except (ValueError, RecursionError) as exc:  # a number of thousands of digits, nesting too deep
+            raise InputError(f"{name}, line {number}: not valid JSON ({_reason(exc)}).") from None
         if not isinstance(value, dict):
             raise InputError(
                 f"{name}, line {number}: expected a JSON object such as {{\"text\": \"...\"}}, "
                 f"found {type(value).__name__}."
             )
+        if _SURROGATE_ESCAPE.search(line):
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(
+                    f"{name}, line {number}: a \\u escape is half of a character (an unpaired surrogate). "
+                    f"Write the character itself, or both halves of its pair."
+                ) from None
         rows.append(value)
         lines.append(number)
     # Columns are built one by one so that a mixed column (1 here, "yes" there) reaches the
@@ -167,54 +222,145 @@ def _parse_jsonl(text: str, name: str) -> tuple[pl.DataFrame, _Where]:
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
-    series = []
-    for col in names:
-        values = [row.get(col) for row in rows]
-        try:
-            series.append(pl.Series(col, values))
-        except (TypeError, pl.exceptions.PolarsError):
-            series.append(pl.Series(col, values, dtype=pl.Object))
+    series = [_jsonl_column(col, [row.get(col) for row in rows]) for col in names]
     return pl.DataFrame(series), _Where("line", lines)
+
+
+def _jsonl_column(col: str, values: list) -> pl.Series:
+    kinds = {type(v) for v in values if v is not None}
+    # polars turns true into 1 in a column of numbers; keep the values as they are, so that a
+    # boolean label is rejected whether or not the rest of the column is boolean too.
+    if bool in kinds and len(kinds) > 1:
+        return pl.Series(col, values, dtype=pl.Object)
+    try:
+        return pl.Series(col, values)
+    except Exception:  # mixed types, integers past 64 bits, ...
+        return pl.Series(col, values, dtype=pl.Object)
+
+
+class _Scan:
+    """The records of delimited text as the parser will see them: first physical line, field count."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.fields: list[int] = []  # 0 for an empty line (polars reads it as a row of nulls)
+        self.problem: tuple[int, str] | None = None
+
+
+def _scan_delimited(text: str, separator: str, quote: str | None) -> _Scan:
+    """Split ``text`` into records the way polars does, counting every line break, quoted or not.
+
+    Only the characters that matter (quote, separator, line break) are visited, so this is
+    cheap next to the parse itself. Errors name the record's first line.
+    """
+    scan = _Scan()
+    if quote is None:
+        for number, line in enumerate(jsonl_lines(text), start=1):
+            scan.starts.append(number)
+            scan.fields.append(line.count(separator) + 1 if line.strip("\r") else 0)
+        return scan
+    special = re.compile("[" + re.escape(quote + separator) + "\n]")
+    line = record_line = 1
+    fields, field_start, record_start = 1, 0, 0
+    in_quotes, closed_at = False, -1
+
+    def after_quote_ok(end: int) -> bool:
+        return closed_at < 0 or text[closed_at:end] in ("", "\r")
+
+    i = 0
+    while (m := special.search(text, i)) is not None:
+        k, c = m.start(), m.group()
+        i = k + 1
+        if in_quotes:
+            if c == "\n":
+                line += 1
+            elif c == quote:
+                if text.startswith(quote, k + 1):
+                    i = k + 2  # a doubled quote is a quote character
+                else:
+                    in_quotes, closed_at = False, k + 1
+            continue
+        if c == quote:
+            if k == field_start:
+                in_quotes = True
+            continue  # a quote inside an unquoted field is an ordinary character
+        if not after_quote_ok(k):
+            scan.problem = (record_line, f"text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
+            return scan
+        closed_at = -1
+        if c == separator:
+            fields += 1
+            field_start = k + 1
+            continue
+        scan.starts.append(record_line)
+        scan.fields.append(fields if text[record_start:k].strip("\r") else 0)
+        line += 1
+        record_line, fields, field_start, record_start = line, 1, k + 1, k + 1
+    if in_quotes:
+        scan.problem = (record_line, f"a quoted field is never closed (a {quote} without its closing {quote})")
+    elif not after_quote_ok(len(text)):
+        scan.problem = (record_line, f"text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
+    elif record_start < len(text):
+        scan.starts.append(record_line)
+        scan.fields.append(fields if text[record_start:].strip("\r") else 0)
+    return scan
+
+
+def _structure_error(scan: _Scan, name: str, kind: str) -> InputError | None:
+    hint = (
+        "Put fields that hold commas, quotes or line breaks in double quotes, as spreadsheets export them."
+        if kind == "CSV"
+        else "Fields are separated by one tab; a text that holds tabs or line breaks must be quoted."
+    )
+    if scan.problem is not None:
+        line, what = scan.problem
+        return InputError(f"{name}, line {line}: {what}. {hint}")
+    if not scan.fields or not scan.fields[0]:
+        return None
+    header = scan.fields[0]
+    for start, count in zip(scan.starts[1:], scan.fields[1:]):
+        if count and count != header:
+            return InputError(
+                f"{name}, line {start}: {count} field{'s' if count > 1 else ''} where the header has {header}. {hint}"
+            )
+    return None
 
 
 def _parse_delimited(text: str, name: str, separator: str) -> tuple[pl.DataFrame, _Where]:
     kind = "CSV" if separator == "," else "TSV"
-
-    def read(quote: str | None) -> pl.DataFrame:
-        return pl.read_csv(
+    # The SMM4H TSV layout never quotes (tweets hold stray double quotes), so a TSV is read
+    # without quoting when its rows are regular that way; one that is regular only with quoting
+    # (a field with a line break, as spreadsheets export them) is read with it. A CSV is quoted.
+    quote: str | None = '"'
+    scan = _scan_delimited(text, separator, quote if separator == "," else None)
+    problem = _structure_error(scan, name, kind)
+    if separator == "\t":
+        quote = None
+        if problem is not None:
+            quoted = _scan_delimited(text, separator, '"')
+            if _structure_error(quoted, name, kind) is None:
+                quote, scan, problem = '"', quoted, None
+    if problem is not None:
+        raise problem
+    try:
+        frame = pl.read_csv(
             io.StringIO(text),
             separator=separator,
             infer_schema=False,  # every column as text: ids such as 00123 keep their zeros
             quote_char=quote,
         )
-
-    def ragged(frame: pl.DataFrame) -> bool:  # short rows come back with empty cells
-        return frame.height > 0 and frame.null_count().sum_horizontal().item() > 0
-
-    # The SMM4H TSV layout never quotes (tweets hold stray double quotes), so a TSV is read
-    # without quoting first. A TSV that only parses cleanly with quoting (a field with a line
-    # break, as spreadsheets export them) is read with it; otherwise the first reading stands,
-    # so that the checks downstream name the offending line.
-    try:
-        frame = read('"' if separator == "," else None)
-    except pl.exceptions.PolarsError as exc:
-        frame, error = None, str(exc).strip().splitlines()[0]
-    if separator == "\t" and (frame is None or ragged(frame)):
-        try:
-            quoted = read('"')
-            if not ragged(quoted):
-                frame = quoted
-        except pl.exceptions.PolarsError:
-            pass
-    if frame is None:
-        raise InputError(f"{name}: could not be read as {kind} ({error}).")
+    except (Exception, pl.exceptions.PanicException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{name}: could not be read as {kind} ({first}).") from None
+    if len(scan.starts) == frame.height + 1:
+        return frame, _Where("line", scan.starts[1:])
     return frame, _Where("line", offset=2)
 
 
 def _parse_parquet(raw: bytes, name: str) -> tuple[pl.DataFrame, _Where]:
     try:
         frame = pl.read_parquet(io.BytesIO(raw))
-    except Exception as exc:  # polars raises several types for a corrupt file
+    except (Exception, pl.exceptions.PanicException) as exc:  # polars raises several types for a corrupt file
         raise InputError(f"{name}: not a readable Parquet file ({type(exc).__name__}).") from None
     return frame, _Where("row", offset=1)
 
@@ -299,7 +445,12 @@ def _id_column(col: pl.Series | None, height: int, stem: str, where: _Where, nam
     return pl.Series("id", ids, dtype=pl.String)
 
 
-def _label_value(v: object) -> int | None:
+def _binary_value(v: object) -> int | None:
+    """0 or 1, given as a number (JSON, Parquet) or as the text of one (every CSV/TSV cell is text).
+
+    Booleans are not labels: JSON ``true``, a Boolean Parquet column and the text ``true`` are
+    rejected alike (write 1 and 0), so a column means the same whatever else it holds.
+    """
     if isinstance(v, bool):
         return None
     if isinstance(v, int) and v in (0, 1):
@@ -311,39 +462,187 @@ def _label_value(v: object) -> int | None:
     return None
 
 
-def _label_column(col: pl.Series, where: _Where, name: str) -> pl.Series:
+def _bad_values(values: list, bad: list[int], where: _Where) -> str:
+    shown = ", ".join(f"{values[i]!r} on {where(i)}" for i in bad[:_MAX_LISTED])
+    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+    return shown + more
+
+
+def _boolean_hint(values: list, bad: list[int]) -> str:
+    if any(isinstance(values[i], bool) or str(values[i]).strip().lower() in ("true", "false") for i in bad):
+        return " Booleans are not accepted: write 1 for true and 0 for false."
+    return ""
+
+
+def _binary_column(col: pl.Series, where: _Where, name: str, column: str, fix: str) -> pl.Series:
     values = col.to_list()
-    labels = [_label_value(v) for v in values]
-    bad = [i for i, v in enumerate(labels) if v is None]
+    numbers = [_binary_value(v) for v in values]
+    bad = [i for i, v in enumerate(numbers) if v is None]
     if bad:
-        shown = ", ".join(f"{values[i]!r} on {where(i)}" for i in bad[:_MAX_LISTED])
-        more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
         raise InputError(
-            f"{name}: labels must be 0 or 1; found {shown}{more}. Recode the label column "
-            f"(1 = positive class), or point --label-col at the right column."
+            f"{name}: {'labels' if column == 'label' else column + ' values'} must be 0 or 1; found {_bad_values(values, bad, where)}."
+            f"{_boolean_hint(values, bad)} {fix}"
         )
-    return pl.Series("label", labels, dtype=pl.Int64)
+    return pl.Series(column, numbers, dtype=pl.Int64)
 
 
-# --------------------------------------------------------------------------- writing
+def _label_column(col: pl.Series, where: _Where, name: str) -> pl.Series:
+    return _binary_column(
+        col, where, name, "label", "Recode the label column (1 = positive class), or point --label-col at the right column."
+    )
 
 
-def check_writable(path: str | os.PathLike[str], force: bool = False) -> None:
-    """Fail before any work starts if ``path`` cannot be written (exists without ``force``)."""
+def _probability(v: object) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        x = float(v)
+    elif isinstance(v, str):
+        try:
+            x = float(v.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return x if 0.0 <= x <= 1.0 else None  # NaN fails both comparisons
+
+
+def check_predictions(frame: pl.DataFrame, name: str, where: _Where | None = None) -> pl.DataFrame:
+    """``frame`` with ``pred`` as 0/1 integers and ``prob`` (if present) as floats in [0, 1], or an InputError.
+
+    ``pred`` follows the rule of labels (0 or 1, no booleans). ``name`` says whose frame it is in
+    messages; ``where`` turns a row index into a line (default: ``row N``, counted from 1).
+    """
+    where = where or _Where("row", offset=1)
+    if "pred" not in frame.columns:
+        raise InputError(
+            f"{name} has no 'pred' column (columns found: {', '.join(frame.columns)}); "
+            f"give the output of smm4h predict, or a run folder trained with --test."
+        )
+    out = frame.with_columns(_binary_column(frame["pred"], where, name, "pred", "Give the output of smm4h predict unchanged."))
+    if "prob" in frame.columns:
+        values = frame["prob"].to_list()
+        probs = [_probability(v) for v in values]
+        bad = [i for i, v in enumerate(probs) if v is None]
+        if bad:
+            raise InputError(
+                f"{name}: prob must be a number between 0 and 1 (the probability of label 1); found "
+                f"{_bad_values(values, bad, where)}. Give the output of smm4h predict unchanged."
+            )
+        out = out.with_columns(pl.Series("prob", probs, dtype=pl.Float64))
+    return out
+
+
+# ------------------------------------------------------------------------- writing
+
+
+def check_writable(
+    path: str | os.PathLike[str], force: bool = False, *, folder: bool = False, append: bool = False
+) -> None:
+    """Fail before any work starts if ``path`` cannot be written; an :class:`InputError` says why.
+
+    By default ``path`` is an output file: its format must be known, it must not be a folder, it
+    must not exist unless ``force``, and its folder must be writable (missing folders are created
+    on writing, so the nearest existing one must be writable). ``append=True``: a file that is
+    added to, such as a call cache; it may exist, and must then be writable itself.
+    ``folder=True``: ``path`` is a folder the command writes into (a run or study folder, a cache
+    folder); it must not be a file, and it (or its nearest existing parent) must be writable.
+    Replacing what is in it is the caller's decision. Writability is tested by creating and
+    removing a temporary file, so read-only file systems, permissions and ACLs all count.
+    """
     if str(path) == STDIO:
         return
-    format_of(path)
     p = Path(path)
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise InputError(f"{p} is a file; give a folder (a new one is created).")
+        _check_folder_writable(p, p)
+        return
+    if not append:  # an appended file (a cache) is the toolkit's own, not a data file of a known format
+        format_of(path)
     if p.is_dir():
         raise InputError(f"{p} is a folder; give a file name such as {p / 'out.jsonl'}.")
-    if p.exists() and not force:
+    if p.exists() and append:
+        if not os.access(p, os.W_OK):
+            raise InputError(f"{p} cannot be written (permission denied). Fix its permissions or choose another file.")
+    elif p.exists() and not force:
         raise InputError(f"{p} exists. Pass --force to replace it, or choose another --out.")
+    _check_folder_writable(p.parent, p)
+
+
+def _check_folder_writable(folder: Path, target: Path) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{target} cannot be written: {existing} is a file, not a folder. Choose another location.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".smm4h-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(
+            f"{target} cannot be written: {existing} is not writable ({_reason(exc)}). "
+            f"Choose another location, or fix the folder's permissions."
+        ) from None
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)  # also through links and different spellings
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike[str] | None] | Iterable[str | os.PathLike[str] | None],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | Iterable[str | os.PathLike[str] | None],
+) -> None:
+    """Refuse, before any work, an output path that is one of the inputs or another output.
+
+    ``outputs`` maps the option (or the name) of each output to its path (``{"--out": out,
+    "--cache": cache}``), or is a plain list of paths; ``inputs`` likewise (``{"--train": train}``
+    or a list). ``None`` and ``-`` (stdin/stdout) are ignored. Paths are compared resolved, and
+    with ``os.path.samefile`` where both exist, so ``./a.jsonl``, ``a.jsonl`` and a link to it
+    are the same file. Raises :class:`InputError` naming both, so a command never writes (or
+    appends) over its own input.
+    """
+
+    def named(paths) -> list[tuple[str | None, str | os.PathLike[str]]]:
+        pairs = list(paths.items()) if isinstance(paths, Mapping) else [(None, p) for p in paths]
+        return [(flag, p) for flag, p in pairs if p is not None and str(p) != STDIO]
+
+    def shown(flag: str | None, path: str | os.PathLike[str]) -> str:
+        return f"{flag} {path}" if flag else str(path)
+
+    outs, sources = named(outputs), named(inputs)
+    for n, (flag, out) in enumerate(outs):
+        for source_flag, source in sources:
+            if _same_file(out, source):
+                raise InputError(
+                    f"{shown(flag, out)} is also an input file ({shown(source_flag, source)}); writing there would "
+                    f"destroy the input. Write the output to another file."
+                )
+        for other_flag, other in outs[:n]:
+            if _same_file(out, other):
+                raise InputError(
+                    f"{shown(other_flag, other)} and {shown(flag, out)} are the same file; give each output its own path."
+                )
 
 
 def write_records(frame: pl.DataFrame, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write ``frame`` by the extension of ``path`` (``-``: JSON lines on stdout), atomically."""
     if str(path) == STDIO:
-        sys.stdout.write(frame.write_ndjson())
+        data = frame.write_ndjson()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            sys.stdout.write(data)
+        else:  # UTF-8 whatever the locale, and no newline translation
+            sys.stdout.flush()
+            buffer.write(data.encode("utf-8"))
+            buffer.flush()
         sys.stdout.flush()
         return
     check_writable(path, force)

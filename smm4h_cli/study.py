@@ -438,7 +438,8 @@ def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.Data
 
 
 def _ngrams(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], tables: Path) -> None:
-    from smm4h_cli.analysis.ngrams import NgramOptions, groups_from_frames, ngram_table
+    from smm4h_cli.analysis.groups import groups_from_frames
+    from smm4h_cli.analysis.ngrams import NgramOptions, ngram_table
 
     rows = ngram_table(groups_from_frames(named, by_label=True), NgramOptions(sample=options.sample, seed=options.seed))
     write_json(tables / "table3.json", rows)
@@ -446,8 +447,8 @@ def _ngrams(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], tables
 
 
 def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure: Path, tell: ProgressFn) -> None:
-    from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, infer_roles, write_outputs
-    from smm4h_cli.analysis.ngrams import groups_from_frames
+    from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs
+    from smm4h_cli.analysis.groups import groups_from_frames, infer_roles
 
     synthetic, positives = infer_roles(named, [name for name, _ in named if name.startswith("synthetic ")])
     emb = EmbedClusterOptions(

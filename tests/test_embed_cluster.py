@@ -1,4 +1,4 @@
-"""`smm4h embed-cluster`: embeddings, the diversity measures, the cache, outputs and bad inputs."""
+"""`smm4h embed-cluster`: embeddings, the analysis, the cache, outputs and bad inputs (the measures: test_diversity.py)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,9 @@ import polars as pl
 import pytest
 
 from conftest import SAMPLE, write_jsonl
-from smm4h_cli.analysis.clustering import (
-    EmbedClusterOptions,
-    centroid_distance,
-    cluster_entropy,
-    coverage,
-    embed_cluster,
-    nearest_real,
-    pairwise_distance,
-    table_rows,
-    vendi_score,
-    write_outputs,
-)
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, table_rows, write_outputs
 from smm4h_cli.analysis.embeddings import SentenceEmbedder, embed_texts
-from smm4h_cli.analysis.ngrams import Group, groups_from_frames
+from smm4h_cli.analysis.groups import Group
 from smm4h_cli.analysis.plots import SIZE_PX
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
@@ -97,34 +86,7 @@ def test_cache_used_on_second_run(minilm, tmp_path):
     assert len(list(tmp_path.glob("*.parquet"))) == 2
 
 
-# ------------------------------------------------------------------------------ measures
-
-
-def test_vendi_hand_checkable_cases():
-    e = np.eye(6, dtype=np.float32)
-    assert vendi_score(np.repeat(e[:1], 7, axis=0)) == pytest.approx(1.0)  # n identical posts
-    assert vendi_score(e) == pytest.approx(6.0)  # n orthogonal posts
-    assert vendi_score(np.repeat(e[:2], 5, axis=0)) == pytest.approx(2.0)  # two distinct posts, 5 copies each
-    # more posts than dimensions takes the d x d route: same answer as the n x n one
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 8))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    eig = np.linalg.eigvalsh(x @ x.T / 50)
-    eig = eig[eig > 1e-12]
-    assert vendi_score(x) == pytest.approx(float(np.exp(-np.sum(eig * np.log(eig)))))
-
-
-def test_dispersion_and_entropy():
-    e = np.eye(4)
-    assert centroid_distance(np.repeat(e[:1], 3, axis=0)) == pytest.approx(0.0)
-    assert pairwise_distance(np.repeat(e[:1], 3, axis=0)) == pytest.approx(0.0)
-    assert pairwise_distance(e) == pytest.approx(1.0)
-    assert centroid_distance(e) == pytest.approx(0.5)  # cos to the centre is 1/2 for 4 axes
-    assert cluster_entropy(np.array([0, 0, 0])) == 0.0
-    assert cluster_entropy(np.array([0, 1, 2, 3])) == pytest.approx(2.0)
-    assert coverage(np.array([0, 0, 5]), np.array([0, 1, 2, 3])) == (1, 4)
-    sims, where = nearest_real(e[:2].astype(np.float32), np.stack([e[1], e[0], e[2]]).astype(np.float32), chunk=2)
-    assert sims.tolist() == [1.0, 1.0] and where.tolist() == [1, 0]
+# ------------------------------------------------------------------------------ the analysis on constructed vectors
 
 
 def _constructed(seed: int = 0):
@@ -190,10 +152,15 @@ def test_k_auto_finds_the_constructed_clusters():
     assert set(result.metrics["settings"]["silhouette"]) == {"2", "3", "4", "5", "6"}
 
 
-def test_options_reject_bad_values():
-    for bad in [dict(k=1), dict(k="many"), dict(sample=-1), dict(perplexity=0), dict(copy_threshold=1.5), dict(device="tpu"), dict(batch_size=0), dict(model="/no/such/model")]:
-        with pytest.raises(InputError):
-            EmbedClusterOptions(**bad)
+@pytest.mark.parametrize(
+    "bad", [dict(k=1), dict(k="many"), dict(sample=-1), dict(perplexity=0), dict(copy_threshold=1.5), dict(device="tpu"), dict(batch_size=0), dict(model="/no/such/model")]
+)
+def test_options_reject_bad_values(bad):
+    with pytest.raises(InputError):
+        EmbedClusterOptions(**bad)
+
+
+def test_options_read_k():
     assert EmbedClusterOptions(k="12").k == 12 and EmbedClusterOptions(k="auto").k == "auto"
 
 

@@ -62,7 +62,8 @@ class Scripted:
     The call index is read from the request's ``seed`` (with ``--seed 0`` they are equal).
     ``script[call]`` lists actions for the call's successive attempts; afterwards it answers
     a clean numbered list. Actions: ("429", retry_after), ("500",), ("hang", seconds),
-    ("drop",), ("content", text[, finish_reason]).
+    ("drop",), ("content", text[, finish_reason]), ("body", raw JSON text of a 200 answer),
+    ("error", status, message).
     """
 
     def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",)):
@@ -95,6 +96,10 @@ class Scripted:
             return web.json_response({"error": {"message": "slow down", "type": "rate_limit"}}, status=429, headers={"Retry-After": str(action[1])})
         if kind == "500":
             return web.json_response({"error": {"message": "boom"}}, status=500)
+        if kind == "error":
+            return web.json_response({"error": {"message": action[2]}}, status=action[1])
+        if kind == "body":
+            return web.Response(text=action[1], content_type="application/json")
         if kind == "hang":
             await asyncio.sleep(action[1])
         if kind == "drop":
@@ -497,3 +502,229 @@ def test_auto_request_style_follows_the_model_not_the_transport(train5):
     assert "extra_body" not in small  # repeat_penalty is llama.cpp's own field: embedded only
     explicit = plan_calls(GenerateOptions(task=builtin_task(5), n=10, request_style="paper"), served_smollm, train5)[0].spec.request
     assert "output10" in explicit["messages"][0]["content"]
+
+
+# ------------------------------------------------------------------------------ hardening: odd answers, odd caches
+
+def completion(content="1. a post", finish="stop", usage=None, **extra) -> str:
+    """The raw JSON text of a 200 chat answer, with any field as odd as a test needs."""
+    body = {
+        "id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+        "usage": usage if usage is not None else {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+    }
+    body.update(extra)
+    return json.dumps(body)
+
+
+MALFORMED = [
+    completion(content=["1. a", "2. b"]),
+    completion(content=42),
+    completion(usage={"prompt_tokens": "lots", "completion_tokens": 3}),
+    completion(usage={"prompt_tokens": 3, "completion_tokens": -1}),
+    completion(finish=7),
+    completion(choices=[]),
+    json.dumps({"id": "x", "object": "chat.completion"}),  # no choices at all
+    completion(choices=[{"index": 0, "message": None, "finish_reason": "stop"}]),
+    "<html>busy</html>",
+    "[1, 2, 3]",
+]
+
+
+def test_malformed_answers_are_retried_never_cached(train5, tmp_path):
+    script = {i: [("body", body)] for i, body in enumerate(MALFORMED)}
+    script[len(MALFORMED)] = [("body", MALFORMED[0])] * 2  # malformed on every try: a failed call
+    n = 10 * (len(MALFORMED) + 1)
+    cache = tmp_path / "c.jsonl"
+    with Scripted(script) as server:
+        frame, summary = generate(options(n=n, base_url=server.url, tries=2, cache_path=cache), train5)
+        assert all(server.attempts[i] == 2 for i in range(len(MALFORMED) + 1))
+    assert summary.calls_failed == 1 and list(summary.errors) == ["malformed response (content is a list, not text)"]
+    assert summary.calls_retried == len(MALFORMED) + 1
+    assert frame.height == 10 * len(MALFORMED) and frame["text"].str.starts_with("call ").all()
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert sorted(r["call"] for r in lines) == list(range(len(MALFORMED)))
+    assert all(isinstance(r["content"], str) and type(r["prompt_tokens"]) is int for r in lines)
+    # the failed call is asked again, the rest come from the cache
+    with Scripted() as server:
+        again, summary2 = generate(options(n=n, base_url=server.url, cache_path=cache), train5)
+        assert dict(server.attempts) == {len(MALFORMED): 1}
+    assert summary2.cache_lines_ignored == 0 and again.height == n
+
+
+def test_a_poisoned_cache_line_is_skipped_counted_and_the_call_made_again(train5, tmp_path):
+    cache = tmp_path / "c.jsonl"
+    with Scripted() as server:
+        clean, _ = generate(options(n=50, base_url=server.url, cache_path=cache), train5)
+    good = [json.loads(line) for line in cache.read_text().splitlines()]
+    by_call = {r["call"]: r for r in good}
+    poisoned = [
+        {**by_call[1], "content": ["1. a", "2. b"]},
+        {**by_call[2], "prompt_tokens": "lots"},
+        {k: v for k, v in by_call[3].items() if k != "finish_reason"},
+    ]
+    lines = [json.dumps(r) for r in (by_call[0], by_call[4], *poisoned)] + ["not json {", "[1, 2]", '"text"']
+    cache.write_text("\n".join(lines) + "\n")
+    with Scripted() as server:
+        frame, summary = generate(options(n=50, base_url=server.url, cache_path=cache), train5)
+        assert dict(server.attempts) == {1: 1, 2: 1, 3: 1}
+    assert summary.cache_lines_ignored == 6 and summary.calls_cached == 2
+    assert frame.equals(clean)
+
+
+def test_line_separators_in_an_answer_survive_the_cache(train5, tmp_path):
+    answer = "1. a post\u2028with a line separator\n2. and\u2029 another\u0085 one"
+    cache = tmp_path / "c.jsonl"
+    with Scripted({0: [("content", answer)]}) as server:
+        first, _ = generate(options(n=2, per_call=2, base_url=server.url, cache_path=cache), train5)
+    with Scripted() as server:
+        again, summary = generate(options(n=2, per_call=2, base_url=server.url, cache_path=cache), train5)
+        assert sum(server.attempts.values()) == 0
+    assert summary.cache_lines_ignored == 0 and again.equals(first)
+    assert first["text"][0] == "a post\u2028with a line separator"
+
+
+def test_retry_after_that_is_neither_seconds_nor_a_date_is_ignored(train5):
+    from smm4h_cli.generation.engine import retry_after
+
+    for junk in ("soon-ish", "Wed, 99 Foo 2015", "nan", "inf", "-inf", "1e999", "", "  "):
+        assert retry_after({"retry-after": junk}) is None, junk
+        assert retry_after({"retry-after-ms": junk}) is None, junk
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({"retry-after": "-3"}) == 0.0
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past
+    with Scripted({0: [("429", "soon-ish"), ("429", "Wed, 99 Foo 2015")]}) as server:
+        frame, summary = generate(options(n=10, base_url=server.url), train5)
+        assert server.attempts[0] == 3
+    assert frame.height == 10 and summary.calls_failed == 0
+
+
+def test_an_echoed_api_key_is_written_nowhere(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    out = tmp_path / "syn.jsonl"
+    cache = out.with_suffix(".cache.jsonl")
+    # a cache line from an older version, holding the key, is redacted when it is read
+    with Scripted() as server:
+        from smm4h_cli.generation.backends import resolve_backend as resolve
+        from smm4h_cli.generation.generate import plan_calls
+
+        plan = plan_calls(options(n=30, base_url=server.url), resolve(None, server.url), read_records(TRAIN5, require_label=True))
+    cache.write_text(json.dumps({
+        "key": plan[2].spec.key, "call": 2, "content": f"1. the key {SECRET} again", "finish_reason": "stop",
+        "prompt_tokens": 1, "completion_tokens": 1, "retries": 0,
+    }) + "\n")
+    script = {
+        0: [("content", f"1. my key is {SECRET}\n2. Bearer {SECRET}")],
+        1: [("error", 400, f"bad request from key {SECRET}")],
+    }
+    with Scripted(script) as server:
+        result = cli("generate", "--n", "30", "--base-url", server.url, "-o", out, "--per-call", "10")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["text"] == "my key is ***" and any(r["text"] == "the key *** again" for r in rows)
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["errors"] == {"HTTP 400: Error code: 400 - bad request from key ***": 1}
+    for path in tmp_path.iterdir():
+        written = path.read_text().splitlines()[1:] if path == cache else path.read_text()  # the old line stays as it was
+        assert written and SECRET not in str(written), path
+    assert SECRET not in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------ hardening: the files a run writes
+
+def test_outputs_that_are_inputs_or_each_other_are_refused_before_any_call(cli, tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(TRAIN5.read_bytes())
+    definitions = tmp_path / "task.yaml"
+    definitions.write_text("definition: Label 1 posts are about a child's asthma.\n")
+    attributes = tmp_path / "attrs.yaml"
+    attributes.write_text("season: [winter, spring]\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(train)
+    out = tmp_path / "syn.jsonl"
+    own = ["--definitions", definitions, "--train", train, "--strategy", "attributes", "--attributes", attributes]
+    cases = [
+        (["--train", train, "-o", out, "--cache", train], "--cache", "--train"),
+        (["--train", train, "-o", out, "--cache", link], "--cache", "--train"),
+        (["--train", train, "-o", train, "--force"], "--out", "--train"),
+        ([*own, "-o", out, "--cache", definitions], "--cache", "--definitions"),
+        ([*own, "-o", out, "--cache", attributes], "--cache", "--attributes"),
+        ([*own, "-o", "-", "--cache", attributes], "--cache", "--attributes"),
+        (["--train", train, "-o", out, "--cache", out], "--cache", "--out"),
+        (["--train", train, "-o", out, "--cache", out.with_suffix(".meta.json")], "--cache", "the summary"),
+    ]
+    before = {p: p.read_bytes() for p in (train, definitions, attributes)}
+    with Scripted() as server:
+        for args, first, second in cases:
+            result = cli("generate", "--n", "10", "--base-url", server.url, *args)
+            assert result.exit_code == 2, (args, result.stderr)
+            message = " ".join(result.stderr.split())
+            assert first in message and second in message, message
+        assert sum(server.attempts.values()) == 0
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attrs.yaml", "link.jsonl", "task.yaml", "train.jsonl"]
+
+
+def test_unwritable_outputs_are_found_before_any_call(cli, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    meta_folder = tmp_path / "m.meta.json"
+    meta_folder.mkdir()
+    cases = [
+        ["-o", a_file / "out.jsonl"],  # the folder is a file
+        ["-o", tmp_path / "ok.jsonl", "--cache", folder],
+        ["-o", tmp_path / "ok.jsonl", "--cache", a_file / "c.jsonl"],
+        ["-o", "-", "--cache", a_file / "c.jsonl"],
+        ["-o", tmp_path / "m.jsonl"],  # its summary m.meta.json is a folder
+    ]
+    with Scripted() as server:
+        for args in cases:
+            result = cli("generate", "--n", "10", "--base-url", server.url, *args)
+            assert result.exit_code == 2, (args, result.stderr)
+            assert "Traceback" not in result.stderr and "Error:" in result.stderr
+        assert sum(server.attempts.values()) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "folder.jsonl", "m.meta.json"]
+
+
+_HOLD = "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)"
+
+
+def test_a_second_run_on_the_same_output_or_cache_is_refused(cli, tmp_path):
+    out = tmp_path / "syn.jsonl"
+    with Scripted() as server:
+        for lock, args in [
+            (tmp_path / "syn.jsonl.lock", ["-o", out]),
+            (tmp_path / "shared.jsonl.lock", ["-o", tmp_path / "other.jsonl", "--cache", tmp_path / "shared.jsonl"]),
+        ]:
+            holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(lock)], stdout=subprocess.PIPE, text=True)
+            try:
+                assert holder.stdout.readline() == "held\n"  # another process is writing
+                result = cli("generate", "--n", "10", "--base-url", server.url, *args)
+            finally:
+                holder.kill()
+                holder.wait()
+            assert result.exit_code == 2
+            message = " ".join(result.stderr.split())
+            assert "another smm4h generate is writing" in message and str(lock) in message, message
+        assert sum(server.attempts.values()) == 0
+        assert not out.exists()
+        # the lock files the killed holders left behind do not block: flock locks die with their process
+        result = cli("generate", "--n", "10", "--base-url", server.url, "-o", out)
+        assert result.exit_code == 0, result.stderr
+        assert server.attempts[0] == 1
+    assert not (tmp_path / "syn.jsonl.lock").exists() and not (tmp_path / "syn.cache.jsonl.lock").exists()
+
+
+def test_a_run_where_no_post_could_be_parsed_writes_nothing_and_says_why(cli, tmp_path):
+    out = tmp_path / "syn.jsonl"
+    script = {i: [("content", "Tweets are short messages.")] for i in range(2)}
+    with Scripted(script) as server:
+        result = cli("generate", "--n", "20", "--base-url", server.url, "-o", out)
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "no post could be parsed" in message and "no_list 2" in message and "--request-style list" in message
+    assert not out.exists() and not out.with_suffix(".meta.json").exists()
+    assert len(out.with_suffix(".cache.jsonl").read_text().splitlines()) == 2  # the answers stay cached

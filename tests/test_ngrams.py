@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 
-from smm4h_cli.analysis.ngrams import Group, NgramOptions, count_ngrams, equal_size_sample, ngram_table, tokenize
+from smm4h_cli.analysis.groups import Group
+from smm4h_cli.analysis.ngrams import NgramOptions, count_ngrams, ngram_table, tokenize
 from smm4h_cli.errors import InputError
 
 from conftest import ROOT, SAMPLE, write_jsonl
@@ -43,18 +44,6 @@ def test_default_counts_equal_countvectorizer_on_sample_data(task):
     ours = count_ngrams(tokenize(texts), (1, 2, 3))
     for n in (1, 2, 3):
         assert ours[n] == _vocab_size(texts, n)
-
-
-def test_equal_size_samples_are_seeded_and_independent_of_other_groups():
-    a = Group("a", [f"post {i}" for i in range(50)])
-    b = Group("b", [f"text {i}" for i in range(30)])
-    c = Group("c", [f"more {i}" for i in range(40)])
-    (sa, sb), size = equal_size_sample([a, b], 1000, seed=3)
-    assert size == 30 and len(sa.texts) == len(sb.texts) == 30
-    (sa2, _, _), _ = equal_size_sample([a, b, c], 1000, seed=3)
-    assert sa2.texts == sa.texts
-    (sa3, _), _ = equal_size_sample([a, b], 1000, seed=4)
-    assert sa3.texts != sa.texts
 
 
 def test_distinct_and_compression_ratio_rank_repetition():

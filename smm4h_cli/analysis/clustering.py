@@ -14,13 +14,15 @@ Per group, beyond the paper's picture:
 * copying: for each synthetic post, the cosine similarity of its nearest real post (every real
   post, not only the sample: a copied few-shot example may lie outside it); the share at or above
   ``copy_threshold``, and the closest pairs.
+
+The measures are in ``diversity``; groups, roles and the equal-size sampler in ``groups``.
+``embed_cluster`` is a pipeline of the steps below, each a function of plain values.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,15 +30,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
+from smm4h_cli.analysis.diversity import copying, group_rows, summary_line, vendi_scores
 from smm4h_cli.analysis.embeddings import Embedder, SentenceEmbedder, check_model, embed_texts, model_label
-from smm4h_cli.analysis.ngrams import Group
+from smm4h_cli.analysis.groups import ROLE_SYNTHETIC, Group, equal_size_indices, post_ids, role_of
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import atomic_write, write_json
-
-ROLE_SYNTHETIC = "synthetic"
-ROLE_POSITIVES = "real positives"
-ROLE_NEGATIVES = "real negatives"
-ROLE_REAL = "real"
 
 #: ``progress(stage, done, total)``: stage is "embed" (done/total posts), "k-means" or "t-SNE".
 Progress = Callable[[str, int, int], None]
@@ -131,105 +129,64 @@ class Result:
     roles: dict[str, str] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------ measures
-
-
-def vendi_score(vectors: np.ndarray) -> float:
-    """exp(entropy of the eigenvalues of K/n), K = X Xᵀ the cosine-similarity matrix of X's rows.
-
-    The rows must be L2-normalised. K/n and XᵀX/n share their non-zero eigenvalues, so the
-    d × d matrix is used when it is the smaller one.
-    """
-    x = np.asarray(vectors, dtype=np.float64)
-    n = x.shape[0]
-    if n == 0:
-        return 0.0
-    gram = (x.T @ x) if x.shape[1] < n else (x @ x.T)
-    eig = np.linalg.eigvalsh(gram / n)
-    eig = eig[eig > 1e-12]
-    eig = eig / eig.sum()  # exactly 1 for unit rows; guards rounding
-    return float(np.exp(-np.sum(eig * np.log(eig))))
-
-
-def centroid_distance(vectors: np.ndarray) -> float:
-    """Mean cosine distance of unit vectors to their (normalised) mean."""
-    centre = vectors.mean(axis=0)
-    norm = np.linalg.norm(centre)
-    if norm == 0:
-        return 1.0
-    return float(np.mean(1.0 - vectors @ (centre / norm)))
-
-
-def pairwise_distance(vectors: np.ndarray) -> float:
-    """Mean cosine distance over all pairs of distinct unit vectors, in O(n d)."""
-    n = vectors.shape[0]
-    if n < 2:
-        return 0.0
-    total = vectors.sum(axis=0, dtype=np.float64)
-    self_sim = float(np.sum(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)))
-    mean_sim = (float(total @ total) - self_sim) / (n * (n - 1))
-    return 1.0 - mean_sim
-
-
-def cluster_entropy(labels: np.ndarray) -> float:
-    """Shannon entropy (bits) of a group's spread over clusters."""
-    if len(labels) == 0:
-        return 0.0
-    _, counts = np.unique(labels, return_counts=True)
-    p = counts / counts.sum()
-    return float(-np.sum(p * np.log2(p))) + 0.0
-
-
-def coverage(group_labels: np.ndarray, positive_labels: np.ndarray) -> tuple[int, int]:
-    """(clusters of real positives that the group reaches, clusters real positives occupy)."""
-    positive = set(np.unique(positive_labels).tolist())
-    reached = positive & set(np.unique(group_labels).tolist())
-    return len(reached), len(positive)
-
-
-def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """For each synthetic vector, the cosine similarity of its nearest real vector, and its index."""
-    best = np.full(synthetic.shape[0], -np.inf, dtype=np.float32)
-    where = np.zeros(synthetic.shape[0], dtype=np.int64)
-    for start in range(0, real.shape[0], chunk):
-        sims = synthetic @ real[start : start + chunk].T
-        arg = sims.argmax(axis=1)
-        val = sims[np.arange(sims.shape[0]), arg]
-        better = val > best
-        best[better] = val[better]
-        where[better] = arg[better] + start
-    return best, where
-
-
 # ------------------------------------------------------------------------------ the analysis
 
 
-def role_of(name: str, options: EmbedClusterOptions) -> str:
-    """synthetic, real positives, real negatives or real (see the module docstring)."""
-    if any(name == s or name.startswith(f"{s}/label ") for s in options.synthetic):
-        return ROLE_SYNTHETIC
-    if name in options.positives or name.endswith("/label 1"):
-        return ROLE_POSITIVES
-    if name.endswith("/label 0"):
-        return ROLE_NEGATIVES
-    return ROLE_REAL
+def embed_cluster(
+    groups: list[Group],
+    options: EmbedClusterOptions = EmbedClusterOptions(),
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+) -> Result:
+    """Embed, sample, cluster, project and measure ``groups``; pure, no printing.
+
+    The steps: check the groups, draw the equal-size samples (``sample_groups``), embed every
+    post (``embed_groups``), k-means and t-SNE on the samples (``cluster_and_project``), then
+    per group the Vendi score, copying, the measures and the one-line verdict (``diversity``).
+
+    ``embedder`` replaces the sentence-transformers model named by ``options.model`` (it is
+    called with the texts that are not in the cache, and must return unit vectors); the cache
+    key stays ``options.model``'s name.
+    """
+    check_groups(groups)
+    roles = {g.name: role_of(g.name, options.synthetic, options.positives) for g in groups}
+    picks = sample_groups(groups, options)
+    vectors, encoded = embed_groups(groups, options, progress, embedder)
+    sampled = {g.name: vectors[g.name][picks[g.name]] for g in groups}
+    x = np.concatenate([sampled[g.name] for g in groups]).astype(np.float32)
+    per_group = min(len(p) for p in picks.values())
+    k, k_scores, labels, xy, perplexity = cluster_and_project(x, options, per_group, progress)
+
+    points = sample_points(groups, picks, xy, labels)
+    label_of = split_labels(groups, picks, labels)
+    vendi_n = per_group  # Vendi on samples of one size for every group
+    vendi, ref_vendi = vendi_scores(groups, sampled, roles, vendi_n, options.seed)
+    copy_share, pairs = copying(groups, vectors, roles, options.copy_threshold, options.closest)
+    rows = group_rows(groups, roles, sampled, label_of, vendi, copy_share)
+    for row in rows:
+        row["summary"] = summary_line(row, ref_vendi, vendi_n, k, options.copy_threshold)
+
+    settings: dict[str, Any] = {
+        "model": model_label(options.model),
+        "k": k,
+        "k_requested": options.k,
+        "vendi_n": vendi_n,
+        "copy_threshold": options.copy_threshold,
+        "real_positives_vendi": ref_vendi,
+        "sample": options.sample,
+        "posts_per_group": per_group if options.sample else None,
+        "seed": options.seed,
+        "perplexity": perplexity,
+        "synthetic": [g.name for g in groups if roles[g.name] == ROLE_SYNTHETIC],
+    }
+    if k_scores:
+        settings["silhouette"] = {str(kk): s for kk, s in k_scores.items()}
+    metrics = {"settings": settings, "groups": rows, "closest_pairs": pairs}
+    return Result(points=points, metrics=metrics, encoded=encoded, roles=roles)
 
 
-def _rng(seed: int, name: str, stream: int = 0) -> np.random.Generator:
-    # Same stream as analysis.ngrams.equal_size_sample for stream 0: the same posts are sampled.
-    key = [seed, zlib.crc32(name.encode("utf-8"))] + ([stream] if stream else [])
-    return np.random.default_rng(key)
-
-
-def sample_indices(sizes: dict[str, int], sample: int, seed: int) -> dict[str, np.ndarray]:
-    """Indices of the equal-size sample of each group (all indices when ``sample`` is 0)."""
-    if sample == 0:
-        return {name: np.arange(n) for name, n in sizes.items()}
-    size = min([sample] + list(sizes.values()))
-    return {name: np.sort(_rng(seed, name).choice(n, size=size, replace=False)) for name, n in sizes.items()}
-
-
-def _check_groups(groups: Sequence[Group]) -> None:
+def check_groups(groups: Sequence[Group]) -> None:
+    """At least one group; distinct names; posts in every group; ids parallel to texts."""
     if not groups:
         raise InputError("no groups of posts to compare: give at least one file.")
     names = [g.name for g in groups]
@@ -243,43 +200,11 @@ def _check_groups(groups: Sequence[Group]) -> None:
             raise InputError(f"group '{g.name}' has {len(g.ids)} ids for {len(g.texts)} posts.")
 
 
-def _choose_k(x: np.ndarray, options: EmbedClusterOptions, high: int) -> tuple[int, dict[int, float]]:
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
-    low = options.k_range[0]
-    high = min(options.k_range[1], high, x.shape[0] - 1)
-    scores: dict[int, float] = {}
-    for k in range(low, high + 1):
-        labels = KMeans(n_clusters=k, n_init=3, random_state=options.seed).fit_predict(x)
-        if len(np.unique(labels)) < 2:
-            continue
-        scores[k] = float(silhouette_score(x, labels, sample_size=min(x.shape[0], 2000), random_state=options.seed))
-    if not scores:
-        return low, scores
-    best = max(scores.values())
-    return min(k for k, s in scores.items() if s == best), scores
-
-
-def embed_cluster(
-    groups: list[Group],
-    options: EmbedClusterOptions = EmbedClusterOptions(),
-    progress: Progress | None = None,
-    embedder: Embedder | None = None,
-) -> Result:
-    """Embed, sample, cluster, project and measure ``groups``; pure, no printing.
-
-    ``embedder`` replaces the sentence-transformers model named by ``options.model`` (it is
-    called with the texts that are not in the cache, and must return unit vectors); the cache
-    key stays ``options.model``'s name.
-    """
-    from sklearn.cluster import KMeans
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
-
-    _check_groups(groups)
-    roles = {g.name: role_of(g.name, options) for g in groups}
-    picks = sample_indices({g.name: len(g.texts) for g in groups}, options.sample, options.seed)
+def sample_groups(groups: Sequence[Group], options: EmbedClusterOptions) -> dict[str, np.ndarray]:
+    """Positions of each group's equal-size sample (the posts ``ngrams`` samples too); an error
+    when the sample is smaller than the clusters asked for."""
+    indices, _ = equal_size_indices(groups, options.sample, options.seed)
+    picks = {g.name: idx for g, idx in zip(groups, indices)}
     per_group = min(len(p) for p in picks.values())
     need = options.k_range[0] if options.k == "auto" else int(options.k)
     if per_group < need:
@@ -291,10 +216,14 @@ def embed_cluster(
                 f"Lower --k, or add posts to the group."
             )
         raise InputError(f"--sample {options.sample} leaves {per_group} posts per group, fewer than {what}. Raise --sample or lower --k.")
+    return picks
 
-    # Embed every post once (copying compares against all real posts, not only the sample).
-    all_texts = [t for g in groups for t in g.texts]
-    model = model_label(options.model)
+
+def embed_groups(
+    groups: Sequence[Group], options: EmbedClusterOptions, progress: Progress | None, embedder: Embedder | None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Every post of every group embedded once (copying compares against all real posts, not only
+    the sample): the vectors of each group, and how many texts the model encoded."""
     if embedder is None:
         embedder = SentenceEmbedder(options.model, options.device, options.batch_size)
 
@@ -302,18 +231,23 @@ def embed_cluster(
         if progress:
             progress("embed", done, total)
 
-    vectors, encoded = embed_texts(all_texts, embedder, model, options.cache_dir, tell_embed if progress else None)
-    offsets, start = {}, 0
+    all_texts = [t for g in groups for t in g.texts]
+    vectors, encoded = embed_texts(all_texts, embedder, model_label(options.model), options.cache_dir, tell_embed if progress else None)
+    per_group, start = {}, 0
     for g in groups:
-        offsets[g.name] = (start, start + len(g.texts))
+        per_group[g.name] = vectors[start : start + len(g.texts)]
         start += len(g.texts)
+    return per_group, encoded
 
-    def group_vectors(g: Group) -> np.ndarray:
-        a, b = offsets[g.name]
-        return vectors[a:b]
 
-    sampled = {g.name: group_vectors(g)[picks[g.name]] for g in groups}
-    x = np.concatenate([sampled[g.name] for g in groups]).astype(np.float32)
+def cluster_and_project(
+    x: np.ndarray, options: EmbedClusterOptions, per_group: int, progress: Progress | None
+) -> tuple[int, dict[int, float], np.ndarray, np.ndarray, float]:
+    """k-means (choosing k by silhouette for ``k="auto"``) and t-SNE of the sampled vectors:
+    ``(k, silhouette by k, cluster labels, 2-d coordinates, perplexity used)``."""
+    from sklearn.cluster import KMeans
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     # On small samples OpenMP threads cost more than they give: right after the model's own
     # thread pool has run, a small t-SNE measured 5-15x slower with two threads than with one.
@@ -334,148 +268,49 @@ def embed_cluster(
         xy = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=options.seed).fit_transform(x)
         if progress:
             progress("t-SNE", 1, 1)
+    return k, k_scores, labels, xy, perplexity
 
-    # Points: one row per sampled post.
+
+def sample_points(groups: Sequence[Group], picks: dict[str, np.ndarray], xy: np.ndarray, labels: np.ndarray) -> pl.DataFrame:
+    """One row per sampled post: id, group, text, x, y, cluster."""
     ids, names, texts = [], [], []
     for g in groups:
-        own_ids = _ids(g)
+        own_ids = post_ids(g)
         for i in picks[g.name]:
             ids.append(str(own_ids[i]))
             texts.append(g.texts[i])
             names.append(g.name)
-    points = pl.DataFrame(
+    return pl.DataFrame(
         {"id": ids, "group": names, "text": texts, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64), "cluster": labels.astype(np.int64)}
     )
 
+
+def split_labels(groups: Sequence[Group], picks: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The cluster labels of each group's sampled posts (``labels`` runs over the groups in order)."""
     label_of, start = {}, 0
     for g in groups:
         label_of[g.name] = labels[start : start + len(picks[g.name])]
         start += len(picks[g.name])
+    return label_of
 
-    # Vendi on samples of one size for every group.
-    vendi_n = per_group
-    vendi = {}
-    for g in groups:
-        v = sampled[g.name]
-        pick = np.sort(_rng(options.seed, g.name, 1).choice(len(v), size=vendi_n, replace=False)) if len(v) > vendi_n else np.arange(len(v))
-        vendi[g.name] = vendi_score(v[pick])
-    positive_groups = [g.name for g in groups if roles[g.name] == ROLE_POSITIVES]
-    if not positive_groups:
-        ref_vendi = None
-    elif len(positive_groups) == 1:
-        ref_vendi = vendi[positive_groups[0]]
-    else:
-        pooled = np.concatenate([sampled[n] for n in positive_groups])
-        ref_vendi = vendi_score(pooled[np.sort(_rng(options.seed, "real positives", 1).choice(len(pooled), size=vendi_n, replace=False))])
-    positive_labels = np.concatenate([label_of[n] for n in positive_groups]) if positive_groups else np.zeros(0, dtype=np.int64)
 
-    # Copying: every synthetic post against every real post.
-    real_groups = [g for g in groups if roles[g.name] != ROLE_SYNTHETIC]
-    real_vectors = np.concatenate([group_vectors(g) for g in real_groups]) if real_groups else np.zeros((0, vectors.shape[1]), np.float32)
-    real_refs = [(g, i) for g in real_groups for i in range(len(g.texts))]
-    candidates: list[tuple[float, str, str, Group, int, int]] = []
-    copy_share: dict[str, float | None] = {}
-    for g in groups:
-        if roles[g.name] != ROLE_SYNTHETIC or not len(real_vectors):
-            copy_share[g.name] = None
+def _choose_k(x: np.ndarray, options: EmbedClusterOptions, high: int) -> tuple[int, dict[int, float]]:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    low = options.k_range[0]
+    high = min(options.k_range[1], high, x.shape[0] - 1)
+    scores: dict[int, float] = {}
+    for k in range(low, high + 1):
+        labels = KMeans(n_clusters=k, n_init=3, random_state=options.seed).fit_predict(x)
+        if len(np.unique(labels)) < 2:
             continue
-        best, where = nearest_real(group_vectors(g), real_vectors)
-        copy_share[g.name] = float(np.mean(best >= options.copy_threshold))
-        own_ids = _ids(g)
-        # Only this group's top candidates can make the overall list.
-        for i in np.argsort(-best, kind="stable")[: options.closest]:
-            candidates.append((-float(best[i]), g.name, str(own_ids[i]), g, int(i), int(where[i])))
-    candidates.sort(key=lambda c: c[:3])
-    pairs = []
-    for neg_sim, name, sid, g, i, w in candidates[: options.closest]:
-        rg, ri = real_refs[w]
-        pairs.append({
-            "similarity": -neg_sim, "group": name, "synthetic_id": sid, "synthetic_text": g.texts[i],
-            "real_id": str(_ids(rg)[ri]), "real_text": rg.texts[ri],
-        })
+        scores[k] = float(silhouette_score(x, labels, sample_size=min(x.shape[0], 2000), random_state=options.seed))
+    if not scores:
+        return low, scores
+    best = max(scores.values())
+    return min(k for k, s in scores.items() if s == best), scores
 
-    rows = []
-    for g in groups:
-        lab = label_of[g.name]
-        row: dict[str, Any] = {
-            "group": g.name,
-            "role": roles[g.name],
-            "posts": int(len(picks[g.name])),
-            "vendi": vendi[g.name],
-            "centroid_distance": centroid_distance(sampled[g.name]),
-            "pairwise_distance": pairwise_distance(sampled[g.name]),
-            "clusters": int(len(np.unique(lab))),
-            "positive_coverage": None,
-            "positive_clusters_reached": None,
-            "positive_clusters": None,
-            "cluster_entropy": cluster_entropy(lab),
-            "copy_share": copy_share[g.name],
-        }
-        if roles[g.name] == ROLE_SYNTHETIC and positive_groups:
-            reached, occupied = coverage(lab, positive_labels)
-            row.update(positive_coverage=reached / occupied, positive_clusters_reached=reached, positive_clusters=occupied)
-        row["summary"] = _summary(row, ref_vendi, vendi_n, k, options.copy_threshold)
-        rows.append(row)
-
-    settings: dict[str, Any] = {
-        "model": model,
-        "k": k,
-        "k_requested": options.k,
-        "vendi_n": vendi_n,
-        "copy_threshold": options.copy_threshold,
-        "real_positives_vendi": ref_vendi,
-        "sample": options.sample,
-        "posts_per_group": per_group if options.sample else None,
-        "seed": options.seed,
-        "perplexity": perplexity,
-        "synthetic": [g.name for g in groups if roles[g.name] == ROLE_SYNTHETIC],
-    }
-    if k_scores:
-        settings["silhouette"] = {str(kk): s for kk, s in k_scores.items()}
-    metrics = {"settings": settings, "groups": rows, "closest_pairs": pairs}
-    return Result(points=points, metrics=metrics, encoded=encoded, roles=roles)
-
-
-def _ids(g: Group) -> list[str]:
-    """The group's post ids, or ``<group>-<row>`` where it has none."""
-    return g.ids if g.ids is not None else [f"{g.name}-{i}" for i in range(len(g.texts))]
-
-
-def _summary(row: dict[str, Any], ref_vendi: float | None, vendi_n: int, k: int, threshold: float) -> str:
-    """The one-line verdict: what the paper showed by eye, in numbers."""
-    name, vendi = row["group"], row["vendi"]
-    if row["role"] == ROLE_SYNTHETIC and ref_vendi is not None:
-        text = f"{name}: Vendi {vendi:.1f} vs {ref_vendi:.1f} for real positives at n = {vendi_n:,}"
-    else:
-        text = f"{name}: Vendi {vendi:.1f} at n = {vendi_n:,}"
-    if row["positive_clusters"] is not None:
-        text += f"; reaches {row['positive_clusters_reached']} of {row['positive_clusters']} positive clusters"
-    else:
-        text += f"; occupies {row['clusters']} of {k} clusters"
-    if row["copy_share"] is not None:
-        text += f"; {row['copy_share']:.1%} within cosine {threshold:g} of a real post"
-    return text
-
-
-# ------------------------------------------------------------------------------ roles of the inputs
-
-
-def _is_synthetic(frame: pl.DataFrame) -> bool:
-    """Written by ``smm4h generate``: every record has ``source == "synthetic"``."""
-    return "source" in frame.columns and frame.height > 0 and bool((frame["source"].cast(pl.String) == "synthetic").all())
-
-
-def _only_positives(frame: pl.DataFrame) -> bool:
-    return "label" in frame.columns and frame.height > 0 and bool((frame["label"] == 1).all())
-
-
-def infer_roles(named: Sequence[tuple[str, pl.DataFrame]], synthetic: Sequence[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(synthetic, positives)`` for ``EmbedClusterOptions``: the named files that are synthetic
-    (named in ``synthetic``, or written by ``smm4h generate``) and the other files that hold only
-    real positives (label 1 everywhere), whose clusters the synthetic posts should reach."""
-    syn = tuple(name for name, frame in named if name in synthetic or _is_synthetic(frame))
-    pos = tuple(name for name, frame in named if name not in syn and _only_positives(frame))
-    return syn, pos
 
 
 # ------------------------------------------------------------------------------ outputs

@@ -9,6 +9,9 @@ The default tokenizer is scikit-learn ``CountVectorizer``'s (lower-case, maximal
 more word characters), so the counts compare with the paper's. Counting runs in polars over
 integer-free string structs, which is exact and an order of magnitude faster than building a
 CountVectorizer vocabulary; ``bench/ngrams.py`` checks both claims.
+
+Groups are sampled to equal size by ``groups.equal_size_sample``, the sampler ``embed-cluster``
+uses too (seeded by the seed and each group's name; see ``analysis.groups``).
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ from __future__ import annotations
 import gzip
 import re
 import sys
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
-import numpy as np
 import polars as pl
 
+from smm4h_cli.analysis.groups import Group, equal_size_sample
 from smm4h_cli.errors import InputError
 
 TOKENIZERS = ("sklearn", "tweet")
@@ -56,15 +58,6 @@ class NgramOptions:
             raise InputError(f"--sample must be 0 (all posts) or a positive size; got {self.sample}.")
         if self.tokenizer not in TOKENIZERS:
             raise InputError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}; got '{self.tokenizer}'.")
-
-
-@dataclass
-class Group:
-    """A named set of posts to compare: a file, or one label of a file."""
-
-    name: str
-    texts: list[str] = field(default_factory=list)
-    ids: list[str] | None = None  # post ids, parallel to texts, where known
 
 
 @lru_cache(maxsize=1)
@@ -138,23 +131,6 @@ def compression_ratio(texts: Sequence[str]) -> float:
     return len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0))
 
 
-def equal_size_sample(groups: Sequence[Group], sample: int, seed: int) -> tuple[list[Group], int | None]:
-    """Sample every group down to ``min(sample, smallest group)`` posts (0: keep all).
-
-    Each group draws with its own generator, seeded by the seed and the group's name, so adding
-    a file to the comparison does not change the sample of the others.
-    """
-    if sample == 0:
-        return list(groups), None
-    size = min([sample] + [len(g.texts) for g in groups])
-    out = []
-    for g in groups:
-        rng = np.random.default_rng([seed, zlib.crc32(g.name.encode("utf-8"))])
-        idx = np.sort(rng.choice(len(g.texts), size=size, replace=False))
-        out.append(Group(g.name, [g.texts[i] for i in idx]))
-    return out, size
-
-
 def ngram_table(groups: Sequence[Group], options: NgramOptions = NgramOptions()) -> list[dict]:
     """The paper's Table 3 with distinct-n and compression ratio: one dict per group."""
     empty = [g.name for g in groups if not g.texts]
@@ -173,21 +149,3 @@ def ngram_table(groups: Sequence[Group], options: NgramOptions = NgramOptions())
         row["compression_ratio"] = compression_ratio(g.texts)
         rows.append(row)
     return rows
-
-
-def groups_from_frames(named: Sequence[tuple[str, pl.DataFrame]], by_label: bool) -> list[Group]:
-    """One group per file, or with ``by_label`` one per file and label (``train/label 1``).
-
-    A file with a single label value (such as the output of ``generate``) stays one group.
-    """
-    groups: list[Group] = []
-    for name, frame in named:
-        labels = frame["label"].unique().sort().to_list() if "label" in frame.columns else []
-        if by_label and len(labels) > 1:
-            for value in labels:
-                part = frame.filter(pl.col("label") == value)
-                ids = part["id"].cast(pl.String).to_list() if "id" in part.columns else None
-                groups.append(Group(f"{name}/label {value}", part["text"].to_list(), ids))
-        else:
-            groups.append(Group(name, frame["text"].to_list(), frame["id"].cast(pl.String).to_list() if "id" in frame.columns else None))
-    return groups

@@ -8,12 +8,14 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Callable, Sequence, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from smm4h_cli.errors import InputError
 from smm4h_cli.io import Columns
 from smm4h_cli.tables import format_cell, markdown_table  # noqa: F401 (markdown_table: re-exported for the commands)
 
@@ -28,12 +30,20 @@ class TableFormat(str, Enum):
     markdown = "markdown"
 
 
+def flag(*names: str, help: str) -> Any:
+    """A yes/no switch: it takes no value, so ``--help`` shows no type beside it (as Click shows flags)."""
+    return typer.Option(*names, help=help, metavar="")
+
+
 TextCol = Annotated[str | None, typer.Option("--text-col", help="Column holding the post text \\[default: text].")]
 LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column holding the 0/1 label \\[default: label].")]
 IdCol = Annotated[str | None, typer.Option("--id-col", help="Column holding the post id \\[default: id or tweet_id; generated if absent].")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs and seed give the same output.")]
-Force = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
+Force = Annotated[bool, flag("--force", help="Replace output files that already exist.")]
+Quiet = Annotated[bool, flag("--quiet", "-q", help="No progress bars or messages on stderr.")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
+Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads \\[default: torch's, one per core].", show_default=False)]
+ClassifierModel = Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id in the local cache or a folder, e.g. microsoft/deberta-v3-large \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)]
 Format = Annotated[TableFormat, typer.Option("--format", "-f", help="Output: a table for people, or json/csv/markdown.")]
 
 
@@ -43,6 +53,28 @@ DEFAULT_SYNTHETIC = Path("synthetic.jsonl")
 
 def columns(text_col: str | None, label_col: str | None, id_col: str | None) -> Columns:
     return Columns(text=text_col, label=label_col, id=id_col)
+
+
+T = TypeVar("T")
+
+
+def parse_list(value: str, flag_name: str, convert: Callable[[str], T] = str, what: str = "values") -> list[T]:
+    """The one comma-list parser of the options: ``"1, 2,3"`` -> ``[1, 2, 3]``; empty items and repeats are errors."""
+    parts = [part.strip() for part in value.split(",")]
+    if not value.strip() or any(not part for part in parts):
+        raise InputError(f"{flag_name} takes comma-separated {what} with none empty, such as {_example(convert)}; got '{value}'.")
+    try:
+        items = [convert(part) for part in parts]
+    except ValueError:
+        raise InputError(f"{flag_name} takes comma-separated {what}, such as {_example(convert)}; got '{value}'.") from None
+    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+    if repeated:
+        raise InputError(f"{flag_name} names {repeated[0]} more than once; give each of the {what} once.")
+    return items
+
+
+def _example(convert: Callable[[str], Any]) -> str:
+    return "1,2,3" if convert is int else "a,b"
 
 
 def show_progress(quiet: bool) -> bool:
@@ -71,11 +103,13 @@ def emit_table(
     elif fmt is TableFormat.markdown:
         sys.stdout.write(markdown_table(rows, headers, digits))
     else:
-        table = Table(title=title, caption=caption)
+        # Everything as Text, never as Rich markup: names of files, arms and groups come from
+        # the user, and "[red]a" or "[/x]" must show as written, not style or crash.
+        table = Table(title=None if title is None else Text(title), caption=None if caption is None else Text(caption))
         for i, key in enumerate(rows[0]):
-            table.add_column((headers or {}).get(key, key), justify="left" if i == 0 else "right", no_wrap=i == 0)
+            table.add_column(Text((headers or {}).get(key, key)), justify="left" if i == 0 else "right", no_wrap=i == 0)
         for r in rows:
-            table.add_row(*(format_cell(v, digits) for v in r.values()))
+            table.add_row(*(Text(format_cell(v, digits)) for v in r.values()))
         out = Console(highlight=False)
         if not out.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
             out = Console(highlight=False, width=200)

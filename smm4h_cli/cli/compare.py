@@ -11,21 +11,30 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, emit_table, markdown_table
 from smm4h_cli.tables import TABLE2_HEADERS, table2_rows
 from smm4h_cli.errors import InputError
-from smm4h_cli.io import read_records, short_names
+from smm4h_cli.io import read_predictions, short_names
 from smm4h_cli.training.compare import Comparison, compare
 from smm4h_cli.training.train import TEST_PREDICTIONS
 
 
 def arm_files(spec: str) -> list[Path]:
     """The prediction files of one arm: a file, comma-separated files (one per seed), or a run folder."""
-    parts = [Path(p) for p in spec.split(",") if p.strip()]
+    names = [p.strip() for p in spec.split(",")]
+    if not spec.strip() or any(not n for n in names):
+        raise InputError(
+            f"'{spec}' has an empty file name: give one file, folder, or comma-separated files (one per seed) per arm."
+        )
     files: list[Path] = []
-    for p in parts:
-        if p.is_dir():
+    for p in map(Path, names):
+        try:
+            is_dir = p.is_dir()
+        except OSError as exc:
+            raise InputError(f"{p} could not be read ({exc.strerror or exc}).") from None
+        if is_dir:
             if (p / TEST_PREDICTIONS).exists():
                 files.append(p / TEST_PREDICTIONS)
                 continue
@@ -49,8 +58,7 @@ def _seed_number(name: str) -> int:
 
 
 def _arm_name(spec: str) -> str:
-    parts = [p for p in spec.split(",") if p.strip()]
-    p = Path(parts[0])
+    p = Path(spec.split(",")[0].strip())
     if p.is_dir():
         return p.name
     return short_names([p])[0]
@@ -94,7 +102,8 @@ def render(comparison: Comparison, fmt: TableFormat) -> None:
             text += "\n" + markdown_table(pairs)
         sys.stdout.write(text + "\n" + _caption(result) + "\n")
         return
-    arms, pairs = table2_rows(result, ("[bold]", " *[/bold]"))
+    # Cells are Text, never markup: arm names come from the user (--names, file names).
+    arms, pairs = table2_rows(result, _BOLD)
     out = Console(highlight=False)
     if not out.is_terminal:
         out = Console(highlight=False, width=200)
@@ -102,16 +111,27 @@ def render(comparison: Comparison, fmt: TableFormat) -> None:
     for i, key in enumerate(arms[0]):
         table.add_column(TABLE2_HEADERS.get(key, key), justify="left" if i == 0 else "right")
     for r in arms:
-        table.add_row(*(str(v) for v in r.values()))
+        table.add_row(*(_cell(v) for v in r.values()))
     out.print(table)
     if pairs:
-        diff = Table(title=f"Is the difference real? (vs {result['arms'][0]['arm']})")
+        diff = Table(title=Text(f"Is the difference real? (vs {result['arms'][0]['arm']})"))
         for i, key in enumerate(pairs[0]):
-            diff.add_column(key, justify="left" if i in (0, 4) else "right")
+            diff.add_column(Text(key), justify="left" if i in (0, 4) else "right")
         for r in pairs:
-            diff.add_row(*(str(v) for v in r.values()))
+            diff.add_row(*(_cell(v) for v in r.values()))
         out.print(diff)
-    out.print(_caption(result, star=True), style="dim", soft_wrap=True)
+    out.print(Text(_caption(result, star=True), style="dim"), soft_wrap=True)
+
+
+#: Marks around the best cell of each column; no argv or file name can hold these characters.
+_BOLD = ("\x00", "\x01")
+
+
+def _cell(value: object) -> Text:
+    text = str(value)
+    if text.startswith(_BOLD[0]) and text.endswith(_BOLD[1]):
+        return Text(text[1:-1] + " *", style="bold")
+    return Text(text)
 
 
 def compare_cli(
@@ -136,12 +156,15 @@ def compare_cli(
     arm_names = [n.strip() for n in names.split(",")] if names is not None else None
     if arm_names is not None and len(arm_names) != len(specs):
         raise InputError(f"--names gives {len(arm_names)} names for {len(specs)} arms; give one name per arm.")
+    if arm_names is not None and any(not n for n in arm_names):
+        raise InputError(f"--names '{names}' has an empty name; give one non-empty name per arm, separated by commas.")
+    files = [arm_files(s) for s in specs]  # checks every spec before names are taken from them
     if arm_names is None:
         arm_names = [_arm_name(s) for s in specs]
         if len(set(arm_names)) != len(arm_names):
             arm_names = [f"{i + 1}:{n}" for i, n in enumerate(arm_names)]
     cols = columns(text_col, label_col, id_col)
-    arms = [[read_records(f, cols, require_label=True) for f in arm_files(s)] for s in specs]
+    arms = [[read_predictions(f, cols) for f in seed_files] for seed_files in files]
     render(compare(arms, arm_names, bootstrap, seed), fmt)
 
 

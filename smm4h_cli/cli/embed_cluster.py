@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, existing_outputs, infer_roles, table_rows, write_outputs
+from smm4h_cli.analysis.clustering import OUTPUT_FILES, EmbedClusterOptions, embed_cluster, existing_outputs, table_rows, write_outputs
 from smm4h_cli.analysis.embeddings import default_cache_dir
-from smm4h_cli.analysis.ngrams import groups_from_frames
+from smm4h_cli.analysis.groups import groups_from_frames, infer_roles
 from smm4h_cli.cli._common import Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, columns, emit_table, err, show_progress
 from smm4h_cli.errors import InputError
-from smm4h_cli.io import read_records, short_names
+from smm4h_cli.io import check_outputs, check_writable, read_records, short_names
 
 
 def embed_cluster_cli(
@@ -55,6 +56,8 @@ def embed_cluster_cli(
         raise InputError("stdin ('-') can be read only once; give it a single time.")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; --out takes a folder for tsne.png, points.parquet and metrics.json.")
+    check_outputs([out / name for name in OUTPUT_FILES], files)
+    check_writable(out, folder=True)
     clash = existing_outputs(out, plot=not no_plot)
     if clash and not force:
         raise InputError(f"{clash[0]} exists. Pass --force to replace the outputs in {out}, or choose another --out.")
@@ -101,7 +104,7 @@ def embed_cluster_cli(
             sys.stdout.write("\n" + "".join(f"- {g['summary']}\n" for g in metrics["groups"]))
     if not quiet:
         cached = "" if options.cache_dir is None else f" ({result.encoded:,} new texts encoded; embedding cache in {options.cache_dir})"
-        err.print(f"Wrote {', '.join(p.name for p in written)} to {out}{cached}.", soft_wrap=True)
+        err.print(escape(f"Wrote {', '.join(p.name for p in written)} to {out}{cached}."), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

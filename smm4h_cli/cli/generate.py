@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Force, IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, show_progress
 from smm4h_cli.errors import InputError, RunError
-from smm4h_cli.io import STDIO, check_writable, read_records, write_json, write_records
+from smm4h_cli.generation.files import RunFiles, claim_outputs
+from smm4h_cli.io import STDIO, read_records, write_json, write_records
 from smm4h_cli.sample import sample_path
 
 
@@ -88,8 +89,7 @@ def generate_cli(
         smm4h generate --task 5 --n 100 --base-url http://localhost:8000/v1 | smm4h ngrams -
     """
     from smm4h_cli.generation import attributes as attrs
-    from smm4h_cli.generation.backends import resolve_backend
-    from smm4h_cli.generation.generate import GenerateOptions, generate
+    from smm4h_cli.generation.generate import GenerateOptions
     from smm4h_cli.generation.prompts import builtin_task, load_definitions
 
     if out is None:  # piped: the posts flow on; at a terminal: the file that train --with-synthetic reads
@@ -111,10 +111,21 @@ def generate_cli(
         attributes=attrs.load_attributes(attributes) if attributes is not None else None,
         dedup=dedup.value, similarity=similarity, tries=tries, timeout=timeout, price_in=price_in, price_out=price_out,
     )
-    check_writable(out, force)
     train_path = train if train is not None else sample_path(task, "train")
-    train_frame = read_records(train_path, columns(text_col, label_col, id_col), require_label=True)
-    backend = resolve_backend(model, base_url)
+    inputs = [("--train", train_path), ("--definitions", definitions), ("--attributes", attributes)]
+    # the files are checked and locked before the backend is resolved or any call is made
+    files = RunFiles.of(out, options.cache_path)
+    with claim_outputs(files, inputs, force):
+        _run(options, out, files, train_path, columns(text_col, label_col, id_col), force, quiet, no_cache)
+
+
+def _run(options, out: str, files: RunFiles, train_path: Path, cols, force: bool, quiet: bool, no_cache: bool) -> None:
+    from smm4h_cli.generation.backends import resolve_backend
+    from smm4h_cli.generation.generate import generate, nothing_to_write
+
+    n = options.n
+    train_frame = read_records(train_path, cols, require_label=True)
+    backend = resolve_backend(options.model, options.base_url)
 
     talk = not quiet
     if talk:
@@ -142,12 +153,14 @@ def generate_cli(
     else:
         frame, summary = generate(options, train_frame, backend=backend)
 
-    if summary.calls_failed == summary.calls:
-        kinds = ", ".join(f"{k} ({v})" for k, v in summary.errors.items())
-        raise RunError(f"every call failed ({kinds}); nothing written. Check the server, then run the same command again.")
+    reason = nothing_to_write(summary)
+    if reason:
+        if talk:
+            _print_summary(summary)
+        raise RunError(reason)
     write_records(frame, out, force=force)
-    if out != STDIO:
-        write_json(Path(out).with_suffix(".meta.json"), summary.to_dict())
+    if files.meta is not None:
+        write_json(files.meta, summary.to_dict())
     if talk:
         _print_summary(summary)
 
@@ -164,6 +177,11 @@ def _print_summary(s) -> None:
         f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; cost {cost}",
         f"time {s.seconds:,.1f} s",
     ]
+    if s.cache_lines_ignored:
+        lines.append(
+            f"cache: {s.cache_lines_ignored:,} line(s) of {s.cache} skipped (torn, not JSON, or not a well-formed answer); "
+            "their calls were made again"
+        )
     err.print(escape("\n".join(lines)), soft_wrap=True)
     if s.errors:
         failed = ", ".join(f"{k} ({v})" for k, v in s.errors.items())

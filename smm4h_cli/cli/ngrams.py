@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from smm4h_cli.analysis.ngrams import NgramOptions, groups_from_frames, ngram_table
+from smm4h_cli.analysis.groups import groups_from_frames
+from smm4h_cli.analysis.ngrams import NgramOptions, ngram_table
 from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, emit_table
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, short_names

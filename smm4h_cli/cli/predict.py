@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from smm4h_cli.cli._common import Force, IdCol, LabelCol, Quiet, TextCol, columns, err
-from smm4h_cli.io import check_writable, read_records, write_records
+from smm4h_cli.io import check_outputs, check_writable, read_records, write_records
 from smm4h_cli.training.metrics import binary_scores
 from smm4h_cli.training.predict import PredictOptions, predict
 
@@ -35,6 +35,7 @@ def predict_cli(
         smm4h predict runs/baseline sample_data/task5/test.jsonl --out predictions.jsonl
     """
     options = PredictOptions(threshold=threshold, batch_size=batch_size, max_length=max_length, device=device, threads=threads)
+    check_outputs({"--out": out}, [input])
     check_writable(out, force)
     frame = read_records(input, columns(text_col, label_col, id_col))
     result = predict(run_dir, frame, options)

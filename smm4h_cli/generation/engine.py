@@ -6,17 +6,27 @@
   are off (``max_retries=0``) so that the tries are counted here. After ``tries`` attempts the call
   is recorded as failed and the run goes on; a refused key (401/403) or an unknown model (404)
   stops the run, since no later call can succeed.
+* Answers: every answer, from the server or from a cache line, passes one gate,
+  :func:`check_answer`, before it is used or cached: its shape is checked (``content`` text or
+  null, ``finish_reason`` text or null, token counts whole numbers >= 0) and the API key is
+  redacted from its text. A malformed answer from the server is a failed try (retried, then
+  reported as a failed call) and is never cached; a cache line that does not pass is skipped
+  and counted, and its call is made again. So no odd answer can crash a run or poison its cache,
+  and no echoed key can reach a file.
 * Cache: each finished call is appended to a JSON-lines file as one line, flushed and synced,
   keyed by the hash of its request. A run killed at any moment (``kill -9``) loses at most the
   calls in flight; a torn last line is cut off when the cache is opened again. Failed calls are
-  not cached, so running again retries them.
+  not cached, so running again retries them. Lines are split on ``\n`` only, so text holding
+  U+2028, U+2029 or U+0085 reads back as written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
+import math
 import os
 import random
 import time
@@ -24,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from smm4h_cli.errors import RunError
+from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
+from smm4h_cli.io import jsonl_lines
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,71 @@ class RetryPolicy:
     timeout: float = 120.0
 
 
+class MalformedAnswer(ValueError):
+    """An answer (from a server, or a line of the cache) without the shape of a chat answer."""
+
+
+#: The fields of an answer, as cached; a cache line also has ``key``, ``call`` and ``retries``.
+ANSWER_FIELDS = ("content", "finish_reason", "prompt_tokens", "completion_tokens")
+_CACHE_FIELDS = (*ANSWER_FIELDS, "retries")
+_TEXT_FIELDS = ("content", "finish_reason")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {dict: "an object", list: "a list", str: "text", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_answer(answer: Any, fields: tuple[str, ...] = ANSWER_FIELDS) -> dict[str, Any]:
+    """The one rule for the shape of an answer, and the one place the API key is taken out of it.
+
+    ``answer`` must be a mapping holding every name of ``fields``: ``content`` and
+    ``finish_reason`` text or null, every other field a whole number >= 0. Returns those fields,
+    with the API key redacted from every text. Raises :class:`MalformedAnswer` saying what is wrong.
+    """
+    if not isinstance(answer, dict):
+        raise MalformedAnswer(f"the answer is {_kind(answer)}, not an object")
+    missing = [name for name in fields if name not in answer]
+    if missing:
+        raise MalformedAnswer(f"no {', '.join(missing)}")
+    for name in fields:
+        value = answer[name]
+        if name in _TEXT_FIELDS:
+            if value is not None and not isinstance(value, str):
+                raise MalformedAnswer(f"{name} is {_kind(value)}, not text")
+        elif type(value) is not int or value < 0:
+            raise MalformedAnswer(f"{name} is {_kind(value) if type(value) is not int else value}, not a whole number >= 0")
+    return {name: redact(answer[name]) if isinstance(answer[name], str) else answer[name] for name in fields}
+
+
+def answer_of_completion(body: Any) -> dict[str, Any]:
+    """The answer in the JSON body of a chat completion, checked by :func:`check_answer`.
+
+    A server that reports no ``usage`` (or null counts) is taken to have used 0 tokens.
+    """
+    if not isinstance(body, dict):
+        raise MalformedAnswer(f"the answer is {_kind(body)}, not an object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedAnswer("no choices")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise MalformedAnswer("no message")
+    usage = body.get("usage")
+    usage = {} if usage is None else usage
+    if not isinstance(usage, dict):
+        raise MalformedAnswer(f"usage is {_kind(usage)}, not an object")
+    return check_answer({
+        "content": message.get("content"), "finish_reason": choice.get("finish_reason"),
+        "prompt_tokens": 0 if usage.get("prompt_tokens") is None else usage["prompt_tokens"],
+        "completion_tokens": 0 if usage.get("completion_tokens") is None else usage["completion_tokens"],
+    })
+
+
 class CallCache:
     """Finished calls, one JSON line each, appended as they finish."""
 
@@ -73,55 +149,80 @@ class CallCache:
         self.ignored = 0
 
     def load(self) -> dict[str, dict]:
-        """The cached calls by key. A torn last line (the process was killed mid-write) is cut off."""
+        """The cached calls by key, each line checked by :func:`check_answer`.
+
+        A torn last line (the process was killed mid-write) is cut off. A line that is not JSON,
+        misses a field or does not hold a well-formed answer is skipped and counted in
+        ``ignored``: its call is simply made again.
+        """
         if self.path is None or not self.path.exists():
             return {}
-        raw = self.path.read_bytes()
-        if raw and not raw.endswith(b"\n"):
-            keep = raw.rfind(b"\n") + 1
-            with open(self.path, "r+b") as f:
-                f.truncate(keep)
-            raw = raw[:keep]
-            self.ignored += 1
+        try:
+            raw = self.path.read_bytes()
+            if raw and not raw.endswith(b"\n"):
+                keep = raw.rfind(b"\n") + 1
+                with open(self.path, "r+b") as f:
+                    f.truncate(keep)
+                raw = raw[:keep]
+                self.ignored += 1
+        except OSError as exc:
+            raise InputError(f"cannot read the call cache {self.path}: {exc.strerror}. Give another --cache, or --no-cache.") from None
         records = {}
-        for line in raw.decode("utf-8", errors="replace").splitlines():
+        # surrogateescape keeps a line's undecodable bytes, so that line alone is skipped below
+        for line in jsonl_lines(raw.decode("utf-8", errors="surrogateescape")):
+            if not line.strip():
+                continue
             try:
-                record = json.loads(line)
-                records[record["key"]] = record
-            except (json.JSONDecodeError, KeyError, TypeError):
+                record = json.loads(line.encode("utf-8", errors="surrogateescape").decode("utf-8"))
+                if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+                    raise MalformedAnswer("no key")
+                records[record["key"]] = {**record, **check_answer(record, _CACHE_FIELDS)}
+            except (UnicodeDecodeError, json.JSONDecodeError, MalformedAnswer):
                 self.ignored += 1
         return records
 
     def append(self, record: dict) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise RunError(f"cannot append to the call cache {self.path}: {exc.strerror}. The calls finished before are kept in it.") from None
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def retry_after(headers: Any) -> float | None:
-    """Seconds a response asks us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as a date."""
+    """Seconds a response asks us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as
+    an HTTP date. None (the default backoff) when there is no such header or its value is neither."""
     if headers is None:
         return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
     value = headers.get("retry-after")
-    if not value:
+    if not value or not str(value).strip():
         return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        when = email.utils.parsedate_to_datetime(str(value))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _client(backend: Backend, policy: RetryPolicy):
@@ -138,30 +239,30 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
     while True:
         wait: float | None = None
         try:
-            response = await client.chat.completions.create(**spec.request)
-            if not getattr(response, "choices", None):
-                raise _Malformed()
-            choice = response.choices[0]
-            usage = response.usage
-            return CallResult(
-                spec.index, spec.key, choice.message.content, choice.finish_reason,
-                getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0, retries,
-            )
+            # the raw body, so that its shape is checked here, by the one rule, not trusted
+            raw = await client.chat.completions.with_raw_response.create(**spec.request)
+            try:
+                body = json.loads(raw.content)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise MalformedAnswer("not JSON") from None
+            return CallResult(spec.index, spec.key, **answer_of_completion(body), retries=retries)
         except openai.APIStatusError as exc:
             status = exc.status_code
             if status in (401, 403):
                 raise RunError(f"the server refused the API key ({status}); check OPENAI_API_KEY. Finished calls are cached.") from None
             if status == 404:
-                raise RunError(f"the server answered 404 for model '{model}': {redact(_message(exc))}. Check --model and --base-url.") from None
+                raise RunError(f"the server answered 404 for model '{model}': {_message(exc)}. Check --model and --base-url.") from None
             if status not in (408, 409, 429) and status < 500:
-                return CallResult(spec.index, spec.key, retries=retries, error=f"HTTP {status}: {redact(_message(exc))}")
+                return CallResult(spec.index, spec.key, retries=retries, error=f"HTTP {status}: {_message(exc)}")
             wait = retry_after(exc.response.headers)
             error = f"HTTP {status}"
         except openai.APITimeoutError:
             error = "timeout"
         except openai.APIConnectionError:
             error = "connection error"
-        except (_Malformed, openai.APIResponseValidationError, json.JSONDecodeError, AttributeError, IndexError, TypeError):
+        except MalformedAnswer as exc:
+            error = f"malformed response ({exc})"
+        except openai.APIResponseValidationError:
             error = "malformed response"
         retries += 1
         if retries >= policy.tries:
@@ -172,13 +273,10 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
         await asyncio.sleep(min(wait, policy.max_retry_after))
 
 
-class _Malformed(Exception):
-    """A 200 answer without the fields of a chat completion."""
-
-
 def _message(exc: Exception) -> str:
+    """A server's error text, as shown and recorded: the API key redacted, at most 300 characters."""
     text = str(getattr(exc, "message", "") or exc)
-    return text[:300]
+    return redact(text)[:300]
 
 
 async def _run(
@@ -231,8 +329,8 @@ def run_calls(
 
 
 def cached_result(spec: CallSpec, record: dict) -> CallResult:
+    """The result of a call from its cache line (checked when the cache was loaded)."""
     return CallResult(
-        spec.index, spec.key, record.get("content"), record.get("finish_reason"),
-        int(record.get("prompt_tokens") or 0), int(record.get("completion_tokens") or 0),
-        int(record.get("retries") or 0), cached=True,
+        spec.index, spec.key, record["content"], record["finish_reason"],
+        record["prompt_tokens"], record["completion_tokens"], record["retries"], cached=True,
     )

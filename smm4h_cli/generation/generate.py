@@ -328,6 +328,31 @@ def generate(
     return frame, summary
 
 
+def nothing_to_write(summary: Summary) -> str | None:
+    """Why a run has no post to write (every call failed, no answer parsed, every post dropped), or None.
+
+    An empty file would only be refused by every reader, so such a run writes none and says how
+    to go on; the answers that came stay in the cache.
+    """
+    if summary.posts_kept:
+        return None
+    kept = f" The answers that came are kept in the cache {summary.cache}." if summary.cache else ""
+    if summary.calls_failed == summary.calls:
+        kinds = ", ".join(f"{k} ({v})" for k, v in summary.errors.items())
+        return f"every call failed ({kinds}); nothing written. Check the server, then run the same command again."
+    if not summary.posts_parsed:
+        issues = ", ".join(f"{k} {v}" for k, v in summary.parse_issues.items()) or "none"
+        return (
+            f"no post could be parsed from the {summary.calls - summary.calls_failed:,} answers (parse issues: {issues}); "
+            f"nothing written.{kept} The model did not answer with the numbered list asked for: try --request-style list "
+            "(a plain request that small models follow), a larger --max-tokens if answers were truncated, or a larger model (--model)."
+        )
+    return (
+        f"all {summary.posts_parsed:,} posts parsed were dropped as duplicates or copies of --train posts (--dedup drop); "
+        f"nothing written.{kept} Use --dedup flag to keep them marked, or raise --temperature for more varied posts."
+    )
+
+
 _SCHEMA = {
     "id": pl.String, "text": pl.String, "label": pl.Int64, "source": pl.String, "model": pl.String,
     "strategy": pl.String, "call": pl.Int64, "item": pl.Int64, "seed": pl.Int64, "temperature": pl.Float64,

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from smm4h_cli.errors import InputError
+from smm4h_cli.io import check_predictions
 from smm4h_cli.training.metrics import binary_scores, holm, majority_vote, mcnemar_exact, paired_bootstrap
 
 CONFIDENCE = 0.95
@@ -110,23 +111,18 @@ class Comparison:
         }
 
 
-def _check_frame(frame: pl.DataFrame, name: str, index: int) -> None:
+def _check_frame(frame: pl.DataFrame, name: str, index: int) -> pl.DataFrame:
+    """``frame`` with ``pred`` (and ``prob``) checked and typed by the data contract's rule."""
     where = f"arm '{name}'" + (f" (seed file {index + 1})" if index else "")
     if "label" not in frame.columns:
         raise InputError(
             f"{where} has no label column: compare needs predictions on a labelled test set "
             f"(columns found: {', '.join(frame.columns)}). Predict a test file that has labels."
         )
-    if "pred" not in frame.columns:
-        raise InputError(
-            f"{where} has no 'pred' column (columns found: {', '.join(frame.columns)}); "
-            f"give the output of smm4h predict, or a run folder trained with --test."
-        )
-    bad = frame.filter(~pl.col("pred").cast(pl.String).is_in(["0", "1"]))
-    if bad.height:
-        raise InputError(f"{where}: 'pred' must be 0 or 1; found {bad['pred'][0]!r} for id '{bad['id'][0]}'.")
+    frame = check_predictions(frame, where)
     if frame["label"].null_count():
         raise InputError(f"{where}: missing labels; every test post needs a 0/1 label.")
+    return frame
 
 
 def _aligned(arms: list[list[pl.DataFrame]], names: list[str]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
@@ -139,10 +135,10 @@ def _aligned(arms: list[list[pl.DataFrame]], names: list[str]) -> tuple[np.ndarr
     for name, frames in zip(names, arms):
         columns_p, columns_q = [], []
         for index, frame in enumerate(frames):
-            _check_frame(frame, name, index)
+            frame = _check_frame(frame, name, index)
             f = frame.select(
                 pl.col("id").cast(pl.String), pl.col("label").cast(pl.Int64),
-                pl.col("pred").cast(pl.String).cast(pl.Int64),
+                pl.col("pred").cast(pl.Int64),
                 (pl.col("prob").cast(pl.Float64) if "prob" in frame.columns else pl.lit(None, dtype=pl.Float64)).alias("prob"),
             )
             mine = set(f["id"].to_list())

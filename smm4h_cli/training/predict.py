@@ -49,7 +49,15 @@ class PredictOptions:
 
 def resolve_run_dir(path: str | Path) -> Path:
     """The folder holding the model: ``path`` itself, or its only ``seed-N`` sub-folder."""
-    p = Path(path)
+    try:
+        return _resolve_run_dir(Path(path))
+    except PermissionError:
+        raise InputError(f"{path}: permission denied, the run folder cannot be read. Check its permissions (ls -l '{path}').") from None
+    except OSError as exc:
+        raise InputError(f"{path}: the run folder could not be read ({exc.strerror or exc}).") from None
+
+
+def _resolve_run_dir(p: Path) -> Path:
     if not p.exists():
         raise InputError(f"{p}: no such run folder. Give the --out folder of smm4h train (or one of its seed-N folders).")
     if not p.is_dir():
@@ -70,7 +78,10 @@ def resolve_run_dir(path: str | Path) -> Path:
 
 def run_config(run_dir: Path) -> dict:
     path = run_dir / TRAIN_CONFIG
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} could not be read ({getattr(exc, 'strerror', None) or exc}).") from None
 
 
 def set_threads(threads: int | None) -> None:

@@ -243,7 +243,8 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, preflight
 
     out = options.out
-    check_study_folder(out)
+    # before any work: a file where the folder (or a parent) should be, a read-only location
+    check_writable(out, folder=True)
     paths = {split: options.data_path(split) for split in ("train", "validation", "test")}
     frames = {split: read_records(p, options.columns, require_label=True) for split, p in paths.items()}
     # What a step was computed from: the content of its files and how their columns are read.
@@ -358,16 +359,6 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
 
     report_md, report_html, numbers = write_report(out, options, paths, frames, synthetic, arms)
     return StudyResult(out, report_md, report_html, steps.ran, steps.skipped, numbers)
-
-
-def check_study_folder(out: Path) -> None:
-    """Fail before any work if the study folder cannot be written: a file where the folder or one
-    of its parents should be, a read-only or not-permitted location. ``InputError`` says which."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; --out takes a folder for the study.")
-    # a file the study writes, checked as every command checks its output (the nearest existing
-    # folder must be writable: the missing ones are created)
-    check_writable(out / "tables" / "data.csv", force=True)
 
 
 # ------------------------------------------------------------------------------ the steps

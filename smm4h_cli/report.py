@@ -4,6 +4,12 @@ Every number in the report is read from the files the steps wrote (``tables/*.js
 ``figure2/metrics.json``, ``synthetic/*.meta.json``, ``runs/*/summary.json``), so the report and
 the step files cannot disagree. The HTML is the same Markdown rendered by markdown-it (which
 Rich already depends on), with the figure embedded as a data URI so it opens offline.
+
+Text that came from data or a model (posts, file and model names, group names, anything the
+toolkit did not write itself) goes into the Markdown through :func:`literal`, so it shows as
+written and is never read as Markdown or HTML. The HTML inlines the figures the study wrote,
+by a fixed list (:data:`FIGURES`), and nothing else: no image or link found in the Markdown is
+followed.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import platform
+import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,12 +29,73 @@ import polars as pl
 from smm4h_cli.analysis.clustering import table_rows
 from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
+from smm4h_cli.sample import sample_dir
 
 if TYPE_CHECKING:
     from smm4h_cli.study import StudyOptions
 
 TASK_TITLES = {5: "Task 5: tweets reporting a child with ADHD, autism, delayed speech or asthma", 6: "Task 6: posts stating the user's exact age"}
 PACKAGES = ("smm4h", "torch", "transformers", "sentence-transformers", "openai", "llama_cpp_python", "polars", "scikit-learn")
+
+#: The figures the report shows, as written in its Markdown (relative to the study folder): the
+#: only files the HTML embeds.
+FIGURE2 = "figure2/tsne.png"
+FIGURES = (FIGURE2,)
+
+# Characters that can open Markdown or HTML inline (emphasis, code, links and images, autolinks,
+# raw HTML, entities, escapes, table cells, GFM strikethrough and math), written as numeric
+# character references: CommonMark shows a reference as its character and never reads it as
+# markup, in running text and in table cells alike (a backslash escape would not survive the
+# table's own escaping of backslashes).
+_MARKUP = {c: f"&#{ord(c)};" for c in "\\`*_[<&|~$"}
+_LINE_BREAKS = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
+# What opens a block where the text starts a line (in a list item or quote): an indent, a quote,
+# a heading, a list item, an ordered list item (its delimiter), a thematic break.
+_BLOCK_START = re.compile(
+    r"[ \t]|>|#{1,6}(?=[ \t]|$)|[-+](?=[ \t]|$)|\d{1,9}(?P<delimiter>[.)])(?=[ \t]|$)|-(?=(?:[ \t]*-){2,}[ \t]*$)"
+)
+
+
+def literal(value: Any) -> str:
+    """``value`` as Markdown text that shows exactly as written (line breaks become spaces).
+
+    The one way text from data or a model enters the report: a post holding
+    ``![x](/etc/passwd)``, ``<img src=...>`` or ``[x](javascript:...)`` shows those characters
+    and makes no image, link or tag in any CommonMark renderer.
+    """
+    text = "".join(_MARKUP.get(c, c) for c in _LINE_BREAKS.sub(" ", str(value)))
+    block = _BLOCK_START.match(text)
+    if block:
+        i = block.start("delimiter") if block.group("delimiter") else 0
+        return f"{text[:i]}&#{ord(text[i])};{text[i + 1:]}"
+    return text
+
+
+def _literal_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows with every text cell made :func:`literal` (numbers stay numbers)."""
+    return [{k: literal(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+
+
+def shown_path(path: Path) -> str:
+    """An input path as the report shows it: never the absolute path of the machine it ran on.
+
+    The package's sample data shows as ``sample_data/task5/train.jsonl``; a path inside the
+    current folder, relative to it; one in the home folder as ``~/...``; any other path as the
+    user gave it.
+    """
+    p = Path(path)
+    try:
+        return "sample_data/" + p.resolve().relative_to(sample_dir().resolve()).as_posix()
+    except (ValueError, OSError):
+        pass
+    if p.is_absolute():
+        for folder, shown in ((Path.cwd(), ""), (Path.home(), "~/")):
+            try:
+                return shown + p.relative_to(folder).as_posix()
+            except ValueError:
+                pass
+    return os.path.normpath(p).replace(os.sep, "/")
+
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #1b1b1b; line-height: 1.5; }
@@ -56,14 +125,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _data_rows(paths: dict[str, Path], frames: dict[str, pl.DataFrame], synthetic: dict[str, Path]) -> list[dict[str, Any]]:
+def _data_rows(out: Path, paths: dict[str, Path], frames: dict[str, pl.DataFrame], synthetic: dict[str, Path]) -> list[dict[str, Any]]:
     rows = []
     for split, frame in frames.items():
         pos = int(frame["label"].sum())
-        rows.append({"data": split, "file": str(paths[split]), "posts": frame.height, "label 1": pos, "share of label 1": pos / frame.height})
+        rows.append({"data": split, "file": shown_path(paths[split]), "posts": frame.height, "label 1": pos, "share of label 1": pos / frame.height})
     for strategy, path in synthetic.items():
         n = sum(1 for _ in path.open(encoding="utf-8"))
-        rows.append({"data": f"synthetic ({strategy})", "file": str(path), "posts": n, "label 1": n, "share of label 1": 1.0})
+        # inside the study folder: shown relative to it, where the report lies
+        rows.append({"data": f"synthetic ({strategy})", "file": path.relative_to(out).as_posix(), "posts": n, "label 1": n, "share of label 1": 1.0})
     return rows
 
 
@@ -173,7 +243,7 @@ def write_report(
     table3 = _load(tables / "table3.json")
     metrics = _load(out / "figure2" / "metrics.json")
     generation = _generation_rows(synthetic)
-    data = _data_rows(paths, frames, synthetic)
+    data = _data_rows(out, paths, frames, synthetic)
     diversity = table_rows(metrics)
     for name, rows in (("data", data), ("generation", generation), ("diversity", diversity)):
         write_records(pl.DataFrame(rows), tables / f"{name}.csv", force=True)
@@ -191,19 +261,19 @@ def write_report(
         "",
         "## Conclusion",
         "",
-        f"> {text}",
+        f"> {literal(text)}",
         "",
         "## Setting",
         "",
-        markdown_table(data, digits=3),
-        f"- **Generator**: {', '.join(gen_models)}; strategies {', '.join(options.strategies)}; {options.n:,} posts asked for per strategy "
+        markdown_table(_literal_rows(data), digits=3),
+        f"- **Generator**: {', '.join(map(literal, gen_models))}; strategies {', '.join(map(literal, options.strategies))}; {options.n:,} posts asked for per strategy "
         f"in calls of 10; {options.examples}+{options.examples} few-shot examples; temperature {options.temperature:g}.",
-        f"- **Classifier**: {summaries[arms[0]].get('model') or options.classifier or 'all-MiniLM-L6-v2 (embedded)'}; {options.epochs} epochs; "
+        f"- **Classifier**: {literal(summaries[arms[0]].get('model') or options.classifier or 'all-MiniLM-L6-v2 (embedded)')}; {options.epochs} epochs; "
         f"learning rate {options.lr:g} decaying linearly to 0; batch {options.batch_size}; best epoch by validation F1 of label 1; "
         f"seeds {', '.join(map(str, options.seeds))}.",
         f"- **Analyses**: samples of {options.sample:,} posts per group (or the smallest group); embeddings "
-        f"{metrics['settings']['model']}; k-means k = {metrics['settings']['k']}; seed {options.seed}.",
-        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"{literal(metrics['settings']['model'])}; k-means k = {metrics['settings']['k']}; seed {options.seed}.",
+        "- **Versions**: " + ", ".join(f"{literal(k)} {literal(v)}" for k, v in versions.items()) + ".",
         "",
         "## Table 2: test performance with and without synthetic data",
         "",
@@ -222,27 +292,27 @@ def write_report(
         f"Equal-size samples of {table3[0]['posts']:,} posts per group; distinct-n = unique / total n-grams; "
         "gzip ratio = size / compressed size (higher is more repetitive).",
         "",
-        markdown_table(table3, headers={"unique_1grams": "n=1", "unique_2grams": "n=2", "unique_3grams": "n=3", "compression_ratio": "gzip ratio"}),
+        markdown_table(_literal_rows(table3), headers={"unique_1grams": "n=1", "unique_2grams": "n=2", "unique_3grams": "n=3", "compression_ratio": "gzip ratio"}),
         "## Figure 2: t-SNE of sentence embeddings",
         "",
-        "![Figure 2: t-SNE of sentence embeddings of label 0, label 1 and the synthetic posts](figure2/tsne.png)",
+        f"![Figure 2: t-SNE of sentence embeddings of label 0, label 1 and the synthetic posts]({FIGURE2})",
         "",
         "## Diversity in embedding space",
         "",
-        markdown_table(diversity),
+        markdown_table(_literal_rows(diversity)),
     ]
-    md += [f"- {g['summary']}" for g in metrics["groups"]]
+    md += [f"- {literal(g['summary'])}" for g in metrics["groups"]]
     if metrics["closest_pairs"]:
         md += ["", "Synthetic posts closest to a real training post:", ""]
-        md += [markdown_table([
+        md += [markdown_table(_literal_rows([
             {"similarity": round(p["similarity"], 3), "synthetic post": p["synthetic_text"], "nearest real post": p["real_text"]}
             for p in metrics["closest_pairs"][:5]
-        ])]
+        ]))]
     md += [
         "",
         "## Cost of generation",
         "",
-        markdown_table(generation),
+        markdown_table(_literal_rows(generation)),
         "## Files",
         "",
         "`synthetic/` generated posts with provenance, `tables/` every table as CSV and JSON, `figure2/` the figure, "
@@ -254,28 +324,50 @@ def write_report(
     report_md = out / "report.md"
     write_text(report_md, markdown)
     report_html = out / "report.html"
-    write_text(report_html, render_html(markdown, out, title=f"smm4h study: task {options.task}"))
+    figures = {name: out / name for name in FIGURES}
+    write_text(report_html, render_html(markdown, figures, title=f"smm4h study: task {options.task}"))
     numbers = {"table2": table2, "table3": table3, "diversity": metrics["groups"], "generation": generation, "conclusion": text}
     write_json(out / "report.json", numbers)
     return report_md, report_html, numbers
 
 
-def render_html(markdown: str, base: Path, title: str) -> str:
-    """The Markdown as one HTML page, with local images embedded as data URIs."""
+def render_html(markdown: str, figures: dict[str, Path], title: str) -> str:
+    """The Markdown as one HTML page that opens offline.
+
+    ``figures`` maps an image source as written in the Markdown (``figure2/tsne.png``) to the
+    file the study wrote there; those are embedded as data URIs. Nothing else is: no raw HTML
+    (``html=False``: it shows as text), no other image (it shows as its alt text), no link (its
+    text stays). Whatever the Markdown holds, the page holds no file but the listed figures and
+    points nowhere.
+    """
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = md.parse(markdown)
     for token in tokens:
-        for child in token.children or []:
-            if child.type == "image":
-                src = child.attrGet("src") or ""
-                path = base / src
-                if not src.startswith(("data:", "http:", "https:")) and path.exists():
-                    mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
-                    child.attrSet("src", f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode())
+        if token.children:
+            token.children = [t for child in token.children for t in _inline_allowed(child, figures)]
     body = md.renderer.render(tokens, md.options, {})
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
     )
+
+
+def _inline_allowed(token, figures: dict[str, Path]) -> list:
+    """``token`` as the page may show it: a listed figure embedded, any other image as its alt
+    text, links without their target, raw HTML as text."""
+    from markdown_it.token import Token
+
+    if token.type == "image":
+        path = figures.get(token.attrGet("src") or "")
+        if path is None or not path.is_file():
+            return [Token("text", "", 0, content=token.content)]
+        mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
+        token.attrSet("src", f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode())
+        return [token]
+    if token.type in ("link_open", "link_close"):
+        return []
+    if token.type in ("html_inline", "html_block"):
+        return [Token("text", "", 0, content=token.content)]
+    return [token]

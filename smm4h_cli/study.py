@@ -29,7 +29,7 @@ from typing import Any, Callable
 import polars as pl
 
 from smm4h_cli.errors import InputError, RunError
-from smm4h_cli.io import Columns, read_records, write_json, write_records
+from smm4h_cli.io import Columns, check_writable, read_records, write_json, write_records
 from smm4h_cli.sample import sample_path
 
 STATE_FILE = "steps.json"
@@ -63,6 +63,8 @@ class StudyOptions:
         seed: seed of generation, sampling, clustering and the bootstrap.
         bootstrap: paired bootstrap resamples.
         device: ``auto``, ``cpu`` or ``cuda``.
+        threads: torch CPU threads of training, prediction and embedding; None keeps torch's
+            default. Not part of any step's fingerprint: changing it redoes nothing.
         force: redo every step.
     """
 
@@ -92,6 +94,7 @@ class StudyOptions:
     seed: int = 0
     bootstrap: int = 10_000
     device: str = "auto"
+    threads: int | None = None
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -109,6 +112,8 @@ class StudyOptions:
             raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {list(self.seeds)}.")
         if self.n < 1:
             raise InputError(f"--n must be at least 1; got {self.n}.")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be at least 1; got {self.threads}.")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "StudyOptions":
@@ -234,10 +239,13 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     tell = on_progress or (lambda done, total, detail: None)
     from smm4h_cli.analysis.clustering import EmbedClusterOptions
     from smm4h_cli.generation.backends import backend_identity, resolve_backend
+    from smm4h_cli.training.predict import set_threads
     from smm4h_cli.training.run_dir import test_prediction_files
     from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, preflight
 
     out = options.out
+    # before any work: a file where the folder (or a parent) should be, a read-only location
+    check_writable(out, folder=True)
     paths = {split: options.data_path(split) for split in ("train", "validation", "test")}
     frames = {split: read_records(p, options.columns, require_label=True) for split, p in paths.items()}
     # What a step was computed from: the content of its files and how their columns are read.
@@ -250,11 +258,11 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
         _generate_options(options, strategy, out / "synthetic" / f"{strategy}.jsonl")
     EmbedClusterOptions(k=options.k, sample=options.sample, seed=options.seed)
     preflight(
-        TrainOptions(model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, max_length=options.max_length, device=options.device),
+        TrainOptions(model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, max_length=options.max_length, device=options.device, threads=options.threads),
         frames["train"], frames["validation"], None,
     )
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; --out takes a folder for the study.")
+    # for every step that runs torch (embedding, training, prediction), as train does for its own
+    set_threads(options.threads)
 
     arms = arms_of(options)
     steps = _Steps(out, len(options.strategies) + 3 + len(arms), options.force, on_event)
@@ -469,7 +477,7 @@ def _train(
     balance = arm if arm in IMBALANCE_BASELINES else "none"
     train_options = TrainOptions(
         out=run_dir, model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
-        max_length=options.max_length, device=options.device, balance=balance, resume=resume, force=not resume,
+        max_length=options.max_length, device=options.device, threads=options.threads, balance=balance, resume=resume, force=not resume,
     )
     def step(info: dict) -> None:
         if "step" in info:

@@ -38,6 +38,7 @@ def study_cli(
     sample: Annotated[int | None, typer.Option("--sample", help="Posts per group in the n-gram and embedding analyses \\[default: 1000; 300 with --quick].", show_default=False)] = None,
     k: Annotated[str, typer.Option("--k", help="k-means clusters, or 'auto'.")] = "10",
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads for training, prediction and embedding (lower it on a shared machine) \\[default: torch's].", show_default=False)] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A small run for a first look, minutes on a laptop CPU (50 synthetic posts, 5 epochs in batches of 16, 300-post samples).")] = False,
     seed: Seed = 0,
     force: Annotated[bool, typer.Option("--force", help="Redo every step, even those that are up to date.")] = False,
@@ -62,7 +63,7 @@ def study_cli(
         strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
         generator=generator, base_url=base_url, temperature=temperature, examples=examples,
         concurrency=concurrency, max_tokens=max_tokens, classifier=model, max_length=max_length,
-        seeds=tuple(parse_seeds(seeds)), baselines=baselines, k=k_value, seed=seed, device=device, force=force,
+        seeds=tuple(parse_seeds(seeds)), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
     )
     given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})
     options = StudyOptions.quick(**given) if quick else StudyOptions(**given)
@@ -95,8 +96,9 @@ def study_cli(
     with bar:
         result = run_study(options, on_event, on_progress)
     if talk:
-        err.print(f"\n{result.numbers['conclusion']}\n", soft_wrap=True)
-        err.print(f"Report: [bold]{result.report_html}[/] (and {result.report_md})")
+        # the conclusion names models and groups, and the paths are the user's: text, not Rich markup
+        err.print(f"\n{escape(result.numbers['conclusion'])}\n", soft_wrap=True)
+        err.print(f"Report: [bold]{escape(str(result.report_html))}[/] (and {escape(str(result.report_md))})")
     typer.echo(str(result.report_html))
 
 

@@ -13,7 +13,10 @@ Per group, beyond the paper's picture:
   reaches; and the entropy (bits) of each group's spread over the clusters;
 * copying: for each synthetic post, the cosine similarity of its nearest real post (every real
   post, not only the sample: a copied few-shot example may lie outside it); the share at or above
-  ``copy_threshold``, and the closest pairs.
+  ``copy_threshold``, and the closest pairs;
+* realism beside diversity: k-NN precision, recall, density and coverage of each synthetic group
+  against the real positives (Kynkäänniemi et al., 2019; Naeem et al., 2020; k = 5, cosine
+  distance), on the same ``vendi_n``-post subsamples as Vendi.
 
 The measures are in ``diversity``; groups, roles and the equal-size sampler in ``groups``.
 ``embed_cluster`` is a pipeline of the steps below, each a function of plain values.
@@ -30,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
-from smm4h_cli.analysis.diversity import copying, group_rows, summary_line, vendi_scores
+from smm4h_cli.analysis.diversity import copying, group_rows, realism_scores, summary_line, vendi_scores
 from smm4h_cli.analysis.embeddings import Embedder, SentenceEmbedder, check_model, embed_texts, model_label
 from smm4h_cli.analysis.groups import ROLE_SYNTHETIC, Group, equal_size_indices, post_ids, role_of
 from smm4h_cli.errors import InputError
@@ -159,12 +162,13 @@ def embed_cluster(
 
     points = sample_points(groups, picks, xy, labels)
     label_of = split_labels(groups, picks, labels)
-    vendi_n = per_group  # Vendi on samples of one size for every group
+    vendi_n = per_group  # Vendi and realism on samples of one size for every group
     vendi, ref_vendi = vendi_scores(groups, sampled, roles, vendi_n, options.seed)
+    realism, realism_k = realism_scores(groups, sampled, roles, vendi_n, options.seed)
     copy_share, pairs = copying(groups, vectors, roles, options.copy_threshold, options.closest)
-    rows = group_rows(groups, roles, sampled, label_of, vendi, copy_share)
+    rows = group_rows(groups, roles, sampled, label_of, vendi, copy_share, realism)
     for row in rows:
-        row["summary"] = summary_line(row, ref_vendi, vendi_n, k, options.copy_threshold)
+        row["summary"] = summary_line(row, ref_vendi, vendi_n, k, options.copy_threshold, realism_k)
 
     settings: dict[str, Any] = {
         "model": model_label(options.model),
@@ -173,6 +177,7 @@ def embed_cluster(
         "vendi_n": vendi_n,
         "copy_threshold": options.copy_threshold,
         "real_positives_vendi": ref_vendi,
+        "realism_k": realism_k,
         "sample": options.sample,
         "posts_per_group": per_group if options.sample else None,
         "seed": options.seed,
@@ -333,6 +338,11 @@ def table_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "positive coverage": None if g["positive_coverage"] is None else f"{g['positive_clusters_reached']}/{g['positive_clusters']}",
             "entropy (bits)": g["cluster_entropy"],
             "copies": None if g["copy_share"] is None else f"{g['copy_share']:.1%}",
+            # realism against real positives (k-NN balls); .get: metrics saved before it have none
+            "precision": g.get("precision"),
+            "recall": g.get("recall"),
+            "density": g.get("density"),
+            "coverage (kNN)": g.get("knn_coverage"),
         })
     return rows
 

@@ -8,9 +8,12 @@ The vectors are L2-normalised rows (sentence embeddings), so dot products are co
 * ``cluster_entropy``, ``coverage``: how a group spreads over k-means clusters, and how many of
   the clusters real positives occupy it reaches.
 * ``nearest_real``: for each synthetic post, its nearest real post (copying).
+* ``prdc``: realism beside diversity, k-nearest-neighbour precision and recall (Kynkäänniemi
+  et al., NeurIPS 2019) and density and coverage (Naeem et al., ICML 2020) of synthetic posts
+  against real ones.
 
-Below them, the measures of each group of an analysis (``vendi_scores``, ``copying``,
-``group_rows``) and its one-line verdict (``summary_line``), from vectors and roles.
+Below them, the measures of each group of an analysis (``vendi_scores``, ``realism_scores``,
+``copying``, ``group_rows``) and its one-line verdict (``summary_line``), from vectors and roles.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from smm4h_cli.analysis.groups import ROLE_POSITIVES, ROLE_SYNTHETIC, Group, draw, post_ids
+
+#: Nearest neighbours that set each post's ball in ``prdc`` (k = 5, as Naeem et al. recommend).
+REALISM_K = 5
+
+#: Distances within this of a ball's radius count as inside it: the balls are closed, and
+#: identical posts (cosine distance 0 up to float rounding) fall in each other's balls.
+BALL_TOLERANCE = 1e-6
 
 
 def vendi_score(vectors: np.ndarray) -> float:
@@ -89,27 +99,124 @@ def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 2048) -> 
     return best, where
 
 
+def knn_radii(points: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
+    """Each point's distance to its k-th nearest other point (the radius of its k-NN ball)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    # k + 1: each point is its own nearest neighbour at distance 0 (a duplicate may take its
+    # place; the (k + 1)-th smallest distance is the same either way).
+    distances, _ = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm="brute").fit(points).kneighbors(points)
+    return distances[:, k]
+
+
+def ball_counts(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, metric: str = "cosine") -> np.ndarray:
+    """For each point, in how many of the closed balls (``centres[j]``, ``radii[j]``) it lies.
+
+    Each ball has its own radius, so this is no single k-NN or radius query; the distances are
+    computed in row chunks of bounded memory, never as one full matrix.
+    """
+    from sklearn.metrics import pairwise_distances_chunked
+
+    limit = radii[None, :] + BALL_TOLERANCE
+    chunks = pairwise_distances_chunked(
+        points, centres, metric=metric, working_memory=64, reduce_func=lambda d, start: (d <= limit).sum(axis=1)
+    )
+    return np.concatenate(list(chunks)) if len(points) else np.zeros(0, dtype=np.int64)
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, k: int = REALISM_K, metric: str = "cosine") -> dict[str, float]:
+    """Precision, recall, density and coverage of ``fake`` against ``real`` with k-NN balls.
+
+    Each post's ball is centred on it with the radius of its k-th nearest neighbour in its own
+    set (closed: a post on the boundary is inside).
+
+    * precision (Kynkäänniemi et al., 2019): share of fake posts inside at least one real
+      ball: are the fakes realistic?
+    * recall (same): share of real posts inside at least one fake ball: do the fakes span the
+      real ones? A few stray fakes with large balls inflate it.
+    * density (Naeem et al., 2020): how many real balls hold a fake post, on average, over k.
+      About 1 when fakes are distributed as the reals; above 1 when they crowd where the reals
+      are dense; unlike precision, not inflated by real outliers' large balls.
+    * coverage (same): share of real posts whose own ball holds at least one fake post; robust
+      to fake outliers, unlike recall.
+
+    ``metric`` is ``"cosine"`` (for unit vectors, the same balls as ``"euclidean"``: the
+    Euclidean distance is sqrt(2 × cosine distance), a monotone map) or ``"euclidean"``.
+    Both sets need more than ``k`` points.
+    """
+    real = np.asarray(real, dtype=np.float64)
+    fake = np.asarray(fake, dtype=np.float64)
+    if k < 1 or len(real) <= k or len(fake) <= k:
+        raise ValueError(f"prdc needs k >= 1 and more than k points in each set; got k = {k}, {len(real)} real, {len(fake)} fake")
+    from sklearn.neighbors import NearestNeighbors
+
+    real_radii = knn_radii(real, k, metric)
+    fake_radii = knn_radii(fake, k, metric)
+    in_real_balls = ball_counts(fake, real, real_radii, metric)
+    nearest_fake, _ = NearestNeighbors(n_neighbors=1, metric=metric, algorithm="brute").fit(fake).kneighbors(real)
+    return {
+        "precision": float(np.mean(in_real_balls > 0)),
+        "recall": float(np.mean(ball_counts(real, fake, fake_radii, metric) > 0)),
+        "density": float(np.mean(in_real_balls) / k),
+        "coverage": float(np.mean(nearest_fake[:, 0] <= real_radii + BALL_TOLERANCE)),
+    }
+
+
 # ------------------------------------------------------------------------------ per group
+
+#: The realism keys of a group's row, and the ``prdc`` measure each holds. "knn_coverage"
+#: keeps Naeem et al.'s coverage apart from the clusters' ``positive_coverage``.
+REALISM_KEYS = {"precision": "precision", "recall": "recall", "density": "density", "knn_coverage": "coverage"}
+
+
+def size_matched(
+    groups: Sequence[Group], sampled: dict[str, np.ndarray], roles: dict[str, str], n: int, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Each group's seeded subsample of ``n`` of its sampled vectors, and the real positives'
+    (pooled over their groups when there are several; None when there are none): the posts on
+    which Vendi and realism are measured, of one size for every group so that they compare."""
+    picked = {}
+    for g in groups:
+        v = sampled[g.name]
+        picked[g.name] = v[draw(len(v), n, seed, g.name, stream=1)] if len(v) > n else v
+    positive_groups = [g.name for g in groups if roles[g.name] == ROLE_POSITIVES]
+    if not positive_groups:
+        return picked, None
+    if len(positive_groups) == 1:
+        return picked, picked[positive_groups[0]]
+    pooled = np.concatenate([sampled[name] for name in positive_groups])
+    # the pooled draw is seeded as a group named "real positives"
+    return picked, pooled[draw(len(pooled), n, seed, "real positives", stream=1)]
 
 
 def vendi_scores(
     groups: Sequence[Group], sampled: dict[str, np.ndarray], roles: dict[str, str], vendi_n: int, seed: int
 ) -> tuple[dict[str, float], float | None]:
-    """Each group's Vendi score on a seeded subsample of ``vendi_n`` posts, and the real
-    positives' (pooled over their groups when there are several; None when there are none)."""
-    vendi = {}
-    for g in groups:
-        v = sampled[g.name]
-        pick = draw(len(v), vendi_n, seed, g.name, stream=1) if len(v) > vendi_n else np.arange(len(v))
-        vendi[g.name] = vendi_score(v[pick])
-    positive_groups = [g.name for g in groups if roles[g.name] == ROLE_POSITIVES]
-    if not positive_groups:
-        return vendi, None
-    if len(positive_groups) == 1:
-        return vendi, vendi[positive_groups[0]]
-    pooled = np.concatenate([sampled[n] for n in positive_groups])
-    # the pooled draw is seeded as a group named "real positives"
-    return vendi, vendi_score(pooled[draw(len(pooled), vendi_n, seed, "real positives", stream=1)])
+    """Each group's Vendi score on its ``size_matched`` subsample of ``vendi_n`` posts, and the
+    real positives' (None when there are none)."""
+    picked, positives = size_matched(groups, sampled, roles, vendi_n, seed)
+    vendi = {name: vendi_score(v) for name, v in picked.items()}
+    return vendi, None if positives is None else vendi_score(positives)
+
+
+def realism_scores(
+    groups: Sequence[Group], sampled: dict[str, np.ndarray], roles: dict[str, str], n: int, seed: int, k: int = REALISM_K
+) -> tuple[dict[str, dict[str, float] | None], int | None]:
+    """``prdc`` of each synthetic group against the real positives, both on the ``size_matched``
+    subsamples of ``n`` posts that Vendi uses (None for real groups, and for every group when
+    there are no real positives), and the k used: ``k``, lowered to n − 1 for tiny samples
+    (None when nothing was measured)."""
+    picked, positives = size_matched(groups, sampled, roles, n, seed)
+    realism: dict[str, dict[str, float] | None] = {g.name: None for g in groups}
+    synthetic = [g.name for g in groups if roles[g.name] == ROLE_SYNTHETIC]
+    if positives is None or not synthetic:
+        return realism, None
+    used = min([k, len(positives) - 1] + [len(picked[name]) - 1 for name in synthetic])
+    if used < 1:
+        return realism, None
+    for name in synthetic:
+        realism[name] = prdc(positives, picked[name], used)
+    return realism, used
 
 
 def copying(
@@ -147,9 +254,13 @@ def copying(
 
 def group_rows(
     groups: Sequence[Group], roles: dict[str, str], sampled: dict[str, np.ndarray], label_of: dict[str, np.ndarray],
-    vendi: dict[str, float], copy_share: dict[str, float | None],
+    vendi: dict[str, float], copy_share: dict[str, float | None], realism: dict[str, dict[str, float] | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The measures of each group (``metrics["groups"]``), without the summary line."""
+    """The measures of each group (``metrics["groups"]``), without the summary line.
+
+    ``realism`` (from ``realism_scores``) fills ``precision``, ``recall``, ``density`` and
+    ``knn_coverage``; None where not measured.
+    """
     positive_groups = [g.name for g in groups if roles[g.name] == ROLE_POSITIVES]
     positive_labels = np.concatenate([label_of[n] for n in positive_groups]) if positive_groups else np.zeros(0, dtype=np.int64)
     rows = []
@@ -169,6 +280,9 @@ def group_rows(
             "cluster_entropy": cluster_entropy(lab),
             "copy_share": copy_share[g.name],
         }
+        measured = (realism or {}).get(g.name)
+        for key, name in REALISM_KEYS.items():
+            row[key] = None if measured is None else measured[name]
         if roles[g.name] == ROLE_SYNTHETIC and positive_groups:
             reached, occupied = coverage(lab, positive_labels)
             row.update(positive_coverage=reached / occupied, positive_clusters_reached=reached, positive_clusters=occupied)
@@ -176,8 +290,11 @@ def group_rows(
     return rows
 
 
-def summary_line(row: dict[str, Any], ref_vendi: float | None, vendi_n: int, k: int, threshold: float) -> str:
-    """The one-line verdict: what the paper showed by eye, in numbers."""
+def summary_line(
+    row: dict[str, Any], ref_vendi: float | None, vendi_n: int, k: int, threshold: float, realism_k: int | None = None
+) -> str:
+    """The one-line verdict: what the paper showed by eye, in numbers (``realism_k``: the k of
+    the realism measures, named in their clause)."""
     name, vendi = row["group"], row["vendi"]
     if row["role"] == ROLE_SYNTHETIC and ref_vendi is not None:
         text = f"{name}: Vendi {vendi:.1f} vs {ref_vendi:.1f} for real positives at n = {vendi_n:,}"
@@ -189,4 +306,9 @@ def summary_line(row: dict[str, Any], ref_vendi: float | None, vendi_n: int, k: 
         text += f"; occupies {row['clusters']} of {k} clusters"
     if row["copy_share"] is not None:
         text += f"; {row['copy_share']:.1%} within cosine {threshold:g} of a real post"
+    if row.get("precision") is not None:
+        text += (
+            f"; against real positives{f' ({realism_k}-NN)' if realism_k else ''}: precision {row['precision']:.2f}, recall {row['recall']:.2f}, "
+            f"density {row['density']:.2f}, coverage {row['knn_coverage']:.2f}"
+        )
     return text

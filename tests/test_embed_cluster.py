@@ -202,6 +202,33 @@ def test_table_rows_read_the_saved_metrics():
     assert rows[0]["positive coverage"] is None and rows[0]["copies"] is None  # real groups: not applicable
 
 
+def test_realism_beside_diversity_on_constructed_vectors():
+    """Where the realism measures go: synthetic groups only, on the size-matched samples, into
+    the metrics, the summary and the table. (At 6 posts a side and k = 5 each ball spans nearly
+    its whole set, so the numbers say little here; test_diversity checks the measures.)"""
+    groups, embedder = _constructed()
+    result = embed_cluster(groups, EmbedClusterOptions(k=6, sample=0, synthetic=("gen",), perplexity=5), embedder=embedder)
+    # 6 posts per group after size matching: k = 5 still fits (n - 1 = 5)
+    assert result.metrics["settings"]["realism_k"] == 5 and result.metrics["settings"]["vendi_n"] == 6
+    rows = {g["group"]: g for g in result.metrics["groups"]}
+    gen = rows["gen"]
+    assert gen["precision"] == 1.0 and all(0 <= gen[key] <= 1 for key in ("recall", "knn_coverage")) and gen["density"] > 0
+    assert gen["summary"].endswith(
+        f"; against real positives (5-NN): precision 1.00, recall {gen['recall']:.2f}, density {gen['density']:.2f}, coverage {gen['knn_coverage']:.2f}"
+    )
+    for name in ("train/label 1", "train/label 0"):
+        assert [rows[name][key] for key in ("precision", "recall", "density", "knn_coverage")] == [None] * 4
+    table = table_rows(json.loads(json.dumps(result.metrics)))
+    assert list(table[2])[-4:] == ["precision", "recall", "density", "coverage (kNN)"]
+    assert table[2]["coverage (kNN)"] == gen["knn_coverage"] and table[0]["precision"] is None
+    # metrics saved before realism was measured still make a table, with the columns empty
+    old = json.loads(json.dumps(result.metrics))
+    for g in old["groups"]:
+        for key in ("precision", "recall", "density", "knn_coverage"):
+            del g[key]
+    assert all(r["precision"] is None and r["coverage (kNN)"] is None for r in table_rows(old))
+
+
 @pytest.fixture(scope="module")
 def synthetic_file(tmp_path_factory) -> Path:
     """Posts as `smm4h generate` writes them (source = synthetic): near-copies of real positives."""
@@ -247,6 +274,18 @@ def test_command_end_to_end_and_cache(cli, synthetic_file, tmp_path, minilm):
     assert third.exit_code == 0 and third.stderr == ""
     assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == metrics
     assert pl.read_parquet(tmp_path / "a" / "points.parquet").equals(points)
+
+    # The table's realism columns (k-NN against the real positives), filled for the synthetic
+    # group only, and the realism clause of its verdict.
+    fourth = cli("embed-cluster", *args, "--out", tmp_path / "c", "--no-plot", "-f", "markdown")
+    assert fourth.exit_code == 0, fourth.stderr
+    table = [line for line in fourth.stdout.splitlines() if line.startswith("|")]
+    assert table[0].endswith("| copies | precision | recall | density | coverage (kNN) |")
+    cells = {row.split(" | ")[0].strip("| "): [c.strip() for c in row.strip().strip("|").split(" | ")[-4:]] for row in table[2:]}
+    assert cells["train/label 1"] == cells["train/label 0"] == ["–", "–", "–", "–"]
+    assert float(cells["synthetic"][0]) == pytest.approx(syn["precision"], abs=5e-4)
+    assert 0 <= syn["knn_coverage"] <= 1 and syn["density"] >= 0 and metrics["settings"]["realism_k"] == 5
+    assert f"- {syn['summary']}" in fourth.stdout and "; against real positives (5-NN): precision " in syn["summary"]
 
 
 @pytest.mark.slow

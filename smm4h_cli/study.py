@@ -234,8 +234,8 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     tell = on_progress or (lambda done, total, detail: None)
     from smm4h_cli.analysis.clustering import EmbedClusterOptions
     from smm4h_cli.generation.backends import backend_identity, resolve_backend
-    from smm4h_cli.training.run_dir import test_prediction_files
-    from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, preflight
+    from smm4h_cli.training.run_dir import TEST_PREDICTIONS, test_prediction_files
+    from smm4h_cli.training.train import TrainOptions, preflight
 
     out = options.out
     paths = {split: options.data_path(split) for split in ("train", "validation", "test")}

@@ -18,7 +18,8 @@ from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
-from smm4h_cli.training.train import BALANCES, TrainOptions, check_out, locate_model, preflight, train_seeds
+from smm4h_cli.training.hf import locate_model
+from smm4h_cli.training.train import BALANCES, TrainOptions, check_out, preflight, train_seeds
 
 #: Where the one KeyboardInterrupt handler (smm4h_cli.cli) finds the command that goes on.
 RESUME_HINT = "smm4h.resume"

@@ -33,11 +33,11 @@ from smm4h_cli.io import write_json, write_records
 from smm4h_cli.progress import ProgressFn, report
 from smm4h_cli.training import hf, run_dir
 from smm4h_cli.training.data import check_validation, training_set
-from smm4h_cli.training.hf import ModelSource, locate_model  # noqa: F401 (re-exported for the commands)
+from smm4h_cli.training.hf import ModelSource, locate_model
 from smm4h_cli.training.metrics import binary_scores
 from smm4h_cli.training.predict import positive_probabilities, with_predictions
 from smm4h_cli.training.results import SeedResult, TrainResult
-from smm4h_cli.training.run_dir import SUMMARY, TEST_PREDICTIONS  # noqa: F401 (re-exported)
+from smm4h_cli.training.run_dir import SUMMARY
 
 BALANCES = ("none", "class-weight", "oversample")
 PADDINGS = ("dynamic", "max_length")

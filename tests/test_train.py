@@ -470,3 +470,19 @@ def test_interrupted_train_names_the_command_that_goes_on(data, tmp_path):
     result = CliRunner().invoke(app, command[1:], catch_exceptions=False)  # the named command works
     assert result.exit_code == 0, result.stderr
     assert json.loads((out / "summary.json").read_text())["seeds"] == [0]
+
+
+@slow
+def test_progress_in_a_log_file_is_plain_lines(data, cli, tmp_path):
+    """Fault: with stderr not a terminal (nohup, a cluster job's log) train showed no progress at all."""
+    out = tmp_path / "logged"
+    args = [a for a in _train_args(data, out, "--epochs", "2") if a != "--quiet"]
+    result = cli(*args)  # CliRunner's stderr is not a terminal: the log-file mode
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    lines = [line for line in result.stderr.splitlines() if line.startswith("seed 0: ")]
+    for epoch in metrics["epochs"]:  # an epoch line with its validation F1 and the time elapsed
+        assert any(f"· epoch {epoch['epoch']}/2 · loss " in line and f"· val F1 {epoch['f1']:.3f} (" in line and line.endswith(" s)") for line in lines), lines
+    assert lines[-1].split(" · ")[-1].startswith(f"best epoch {metrics['best_epoch']}, validation F1 {metrics['best']['f1']:.3f} (")
+    kept = cli(*args, "--resume")
+    assert kept.exit_code == 0 and "seed 0: " in kept.stderr and "already finished, kept" in kept.stderr

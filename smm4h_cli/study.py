@@ -416,7 +416,7 @@ def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.Data
     running = replace(backend, base_url=url()) if backend.kind == "embedded" else backend
     frame, summary = generate(
         gen, train, backend=running,
-        progress=lambda e: tell(e.calls_done, e.calls_total, f"calls; {e.posts:,} posts, {e.completion_tokens:,} tokens"),
+        progress=lambda e: tell(e.done, e.total or 1, f"calls; {e.detail}"),
     )
     if frame.height == 0:
         issues = ", ".join(f"{k} {v}" for k, v in {**summary.errors, **summary.parse_issues}.items() if v)
@@ -448,7 +448,7 @@ def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure:
         cache_dir=options.out / ".cache" / "embeddings", synthetic=synthetic, positives=positives,
     )
     result = embed_cluster(
-        groups_from_frames(named, by_label=True), emb, progress=lambda stage, done, total: tell(done, total, "posts embedded" if stage == "embed" else stage)
+        groups_from_frames(named, by_label=True), emb, progress=lambda e: tell(e.done, e.total or 1, "posts embedded" if e.stage == "embedding posts" else e.stage)
     )
     write_outputs(result, figure, plot=True, seed=options.seed)
 

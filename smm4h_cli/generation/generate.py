@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
@@ -29,6 +29,7 @@ from smm4h_cli.generation.dedup import find_duplicates
 from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, RetryPolicy, cached_result, run_calls
 from smm4h_cli.generation.parsing import parse_numbered_list
 from smm4h_cli.generation.prompts import REQUEST_STYLES, TaskDefinition, few_shot_prompt, prompt_hash, request_hash
+from smm4h_cli.progress import ProgressFn, report
 
 #: ``paper``: the paper's few-shot prompt. ``attributes``: the same, with one combination of
 #: attribute values fixed per call (AttrPrompt), spread evenly over the calls.
@@ -139,18 +140,6 @@ class GenerateOptions:
     @property
     def calls(self) -> int:
         return math.ceil(self.n / self.per_call)
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Where a run stands; sent to the ``progress`` callback after the cache is read and after each call."""
-
-    calls_done: int
-    calls_total: int
-    posts: int
-    prompt_tokens: int
-    completion_tokens: int
-    calls_failed: int
 
 
 @dataclass
@@ -271,10 +260,13 @@ def estimate_cost(backend: Backend, prompt_tokens: int, completion_tokens: int,
 def generate(
     options: GenerateOptions,
     train: pl.DataFrame,
-    progress: Callable[[ProgressEvent], None] | None = None,
+    progress: ProgressFn | None = None,
     backend: Backend | None = None,
 ) -> tuple[pl.DataFrame, Summary]:
     """Generate ``options.n`` synthetic positive posts (as far as the model delivers them).
+
+    ``progress`` hears stage ``"generate"`` after the cache is read and after each call: calls
+    done of the calls planned, with "N posts · T tokens · F failed" as the detail.
 
     ``backend``: a resolved backend; None resolves ``options.model``/``options.base_url``. An
     embedded backend without a ``base_url`` starts (and stops) its own server, and only when
@@ -300,13 +292,16 @@ def generate(
             tally["posts"] += len(parse_numbered_list(result.content, counts[result.index], result.finish_reason).posts)
         tally["prompt"] += result.prompt_tokens
         tally["completion"] += result.completion_tokens
-        if progress is not None:
-            progress(ProgressEvent(len(results), len(plan), tally["posts"], tally["prompt"], tally["completion"], tally["failed"]))
+        tell()
+
+    def tell() -> None:
+        tokens = tally["prompt"] + tally["completion"]
+        report(progress, "generate", len(results), len(plan), f"{tally['posts']:,} posts · {tokens:,} tokens · {tally['failed']:,} failed")
 
     for result in list(results.values()):
         note(result)
-    if progress is not None and not results:
-        progress(ProgressEvent(0, len(plan), 0, 0, 0, 0))
+    if not results:
+        tell()
     todo = [call.spec for call in plan if call.index not in results]
     embedded = backend.kind == "embedded"
     timeout = options.timeout or (EMBEDDED_TIMEOUT if embedded else DEFAULT_TIMEOUT)
@@ -331,8 +326,9 @@ def generate(
 def nothing_to_write(summary: Summary) -> str | None:
     """Why a run has no post to write (every call failed, no answer parsed, every post dropped), or None.
 
-    An empty file would only be refused by every reader, so such a run writes none and says how
-    to go on; the answers that came stay in the cache.
+    The one rule for an empty generation, for every caller of ``generate`` (the command, the
+    study): an empty file would only be refused by every reader, so such a run writes none and
+    stops with this message, which says how to go on; the answers that came stay in the cache.
     """
     if summary.posts_kept:
         return None

@@ -197,7 +197,7 @@ def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
         (["--resume", "--force"], "--resume and --force contradict"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda"),
-        (["--seeds", "1,1"], "--seeds names 1 more than once"),
+        (["--seeds", "1,1"], "--seeds gives 1 more than once"),
         (["--model", "/nonexistent/model"], "no such folder, and not a Hugging Face id"),
         (["--model", str(ROOT / "docs")], "could not load the model"),
         (["--precision", "fp8"], "--precision must be one of auto, fp32, bf16, fp16"),

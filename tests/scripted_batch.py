@@ -27,16 +27,18 @@ from test_generate import numbered
 
 class ScriptedBatch:
     def __init__(self, outcomes: list[dict] | None = None, in_progress_polls: int = 2, hold: bool = False,
-                 batches_api: bool = True, models=("scripted",)):
+                 batches_api: bool = True, models=("scripted",), flaky_polls: int = 0):
         self.outcomes = outcomes or []
         self.in_progress_polls = in_progress_polls
         self.hold = hold
         self.release = threading.Event()
         self.batches_api = batches_api
+        self.flaky_polls = flaky_polls  # the first retrieves answer 503, as a busy API does
         self.models = list(models)
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.polls: Counter = Counter()
+        self.history: dict[str, list[str]] = {}  # the statuses each batch was seen in, in order
         self.creates = 0
         self.uploads = 0
         self.in_progress_seen = 0
@@ -146,13 +148,18 @@ class ScriptedBatch:
             "created_at": 0, "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"), "script": script,
         }
+        self.history[bid] = ["validating"]
         return web.json_response(self.public(self.batches[bid]))
 
     async def _retrieve(self, request):
         batch = self.batches.get(request.match_info["bid"])
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        if self.flaky_polls:
+            self.flaky_polls -= 1
+            return web.json_response({"error": {"message": "busy"}}, status=503)
         self._advance(batch)
+        self.history[batch["id"]].append(batch["status"])
         return web.json_response(self.public(batch))
 
     async def _list(self, request):

@@ -54,6 +54,7 @@ def test_a_batch_run_writes_the_posts_of_the_synchronous_run_at_half_the_cost(tr
     with ScriptedBatch() as server:
         posts, summary = generate(batch_options(server, tmp_path, **prices), train5, progress=events.append)
         assert server.creates == 1 and server.uploads == 1 and server.submitted == [[0, 1, 2]]
+        assert server.history["batch_0"] == ["validating", "in_progress", "in_progress", "in_progress", "finalizing", "completed"]
     assert posts.equals(sync) and posts.height == 30
     assert summary.calls_failed == 0 and summary.batches == ["batch_0"] and summary.price_factor == BATCH_PRICE_FACTOR
     assert summary.prompt_tokens == sync_summary.prompt_tokens > 0
@@ -96,8 +97,15 @@ def test_expired_and_cancelled_batches_resubmit_what_was_not_answered(train5, tm
     with ScriptedBatch([{"end": "cancelled", "answer": 2}, {"end": "cancelled"}]) as server:
         posts, summary = generate(batch_options(server, tmp_path), train5)
         assert server.creates == 2 and server.submitted == [[0, 1, 2], [2]]
-        assert "cancelling" in [b["status"] for b in server.batches.values()] or server.polls["batch_0"] > 3
+        assert server.history["batch_0"][-2:] == ["cancelling", "cancelled"]
     assert summary.calls_failed == 1 and summary.errors == {"batch cancelled": 1}
+
+
+def test_a_busy_api_while_polling_is_waited_out_not_a_second_batch(train5, tmp_path):
+    with ScriptedBatch(flaky_polls=3) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 1 and server.flaky_polls == 0
+    assert posts.height == 30 and summary.calls_failed == 0
 
 
 def test_a_failed_batch_reports_every_call_and_submits_no_other(train5, tmp_path):

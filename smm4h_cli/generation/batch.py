@@ -185,7 +185,8 @@ class BatchRunner:
                             continue
                     del pending[key]
                 next_round, state = rounds_used, None
-                self._save_state({"round": next_round, "keys": [], "input_file_id": None, "batch_id": None})
+                if pending and next_round < self.rounds:  # a run killed now goes on with the next round
+                    self._save_state({"round": next_round, "keys": [], "input_file_id": None, "batch_id": None})
             for spec in sorted(pending.values(), key=lambda s: s.index):
                 self._fail(spec, last_error.get(spec.key, "batch not answered"), False, next_round)
             self.state_file.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ class ScriptedBatch:
         self.hold = hold
         self.release = threading.Event()
         self.batches_api = batches_api
+        self.refuse_after: int | None = None  # retrieves answered before the key is refused (401)
         self.flaky_polls = flaky_polls  # the first retrieves answer 503, as a busy API does
         self.models = list(models)
         self.files: dict[str, bytes] = {}
@@ -155,6 +156,8 @@ class ScriptedBatch:
         batch = self.batches.get(request.match_info["bid"])
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        if self.refuse_after is not None and sum(self.polls.values()) >= self.refuse_after:
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         if self.flaky_polls:
             self.flaky_polls -= 1
             return web.json_response({"error": {"message": "busy"}}, status=503)

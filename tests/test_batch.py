@@ -16,7 +16,7 @@ import openai
 import polars as pl
 import pytest
 
-from smm4h_cli.errors import InputError
+from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.batch import BATCH_PRICE_FACTOR, state_path
 from smm4h_cli.generation.engine import CallCache
 from smm4h_cli.generation.generate import generate
@@ -106,6 +106,15 @@ def test_a_busy_api_while_polling_is_waited_out_not_a_second_batch(train5, tmp_p
         posts, summary = generate(batch_options(server, tmp_path), train5)
         assert server.creates == 1 and server.flaky_polls == 0
     assert posts.height == 30 and summary.calls_failed == 0
+
+
+def test_a_refused_key_while_polling_stops_with_a_message_and_keeps_the_batch(train5, tmp_path, monkeypatch):
+    with ScriptedBatch(hold=True) as server:
+        server.refuse_after = 2  # the key is revoked while the batch runs
+        with pytest.raises(RunError, match="answered 401: refused the API key.*resume batch batch_0"):
+            generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 1
+    assert json.loads(state_path(tmp_path / "c.cache.jsonl").read_text())["batch_id"] == "batch_0"
 
 
 def test_a_failed_batch_reports_every_call_and_submits_no_other(train5, tmp_path):

@@ -155,6 +155,15 @@ class BatchRunner:
 
     def run(self, specs: list[CallSpec]) -> None:
         """Answer every spec: each gets one ``on_result`` call, an answer (also cached) or a failure."""
+        import openai
+
+        try:
+            self._run(specs)
+        except openai.APIStatusError as exc:  # an answer no round can get past: a refused key, a bad request
+            what = "refused the API key; check OPENAI_API_KEY" if exc.status_code in (401, 403) else _message(exc)
+            raise RunError(f"the Batch API answered {exc.status_code}: {what}. {self._hint(self._load_state())}") from None
+
+    def _run(self, specs: list[CallSpec]) -> None:
         pending = {spec.key: spec for spec in specs}
         last_error: dict[str, str] = {}
         client = _client(self.backend, self.timeout)

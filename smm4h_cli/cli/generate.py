@@ -59,6 +59,8 @@ def generate_cli(
     similarity: Annotated[float, typer.Option("--similarity", help="Cosine similarity (character 4-gram TF-IDF) at which two posts are near duplicates.")] = 0.9,
     price_in: Annotated[float | None, typer.Option("--price-in", help="US$ per million prompt tokens, for the cost estimate of models without a known price.", show_default=False)] = None,
     price_out: Annotated[float | None, typer.Option("--price-out", help="US$ per million completion tokens, for the cost estimate.", show_default=False)] = None,
+    batch: Annotated[bool, flag("--batch", help="Make the calls through the OpenAI Batch API: half the price, answers within 24 h; a killed run resumes the same batch (needs the call cache).")] = False,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between the first polls of a --batch batch (then backing off to 30 times as long).")] = 15.0,
     seed: Seed = 0,
     force: Force = False,
     quiet: Quiet = False,
@@ -98,6 +100,7 @@ def generate_cli(
         per_call=per_call, max_tokens=max_tokens, request_style=request_style.value,
         attributes=attrs.load_attributes(attributes) if attributes is not None else None,
         dedup=dedup.value, similarity=similarity, tries=tries, timeout=timeout, price_in=price_in, price_out=price_out,
+        batch=batch, poll_interval=poll_interval,
     )
     train_path = train if train is not None else sample_path(task, "train")
     inputs = [("--train", train_path), ("--definitions", definitions), ("--attributes", attributes)]
@@ -152,6 +155,8 @@ def _print_summary(s) -> None:
         f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; cost {cost}",
         f"time {s.seconds:,.1f} s",
     ]
+    if s.batches:
+        lines.append(f"batches: {', '.join(s.batches)} (cost at batch prices, x{s.price_factor:g})")
     if s.cache_lines_ignored:
         lines.append(
             f"cache: {s.cache_lines_ignored:,} line(s) of {s.cache} skipped (torn, not JSON, or not a well-formed answer); "

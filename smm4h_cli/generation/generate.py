@@ -23,6 +23,7 @@ import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.generation import attributes as attrs
+from smm4h_cli.generation.batch import BATCH_PRICE_FACTOR, check_batch_backend, run_batch
 from smm4h_cli.generation.backends import PRICES, Backend, embedded_server, resolve_backend
 from smm4h_cli.generation.dedup import KINDS as DUPLICATE_KINDS
 from smm4h_cli.generation.dedup import find_duplicates
@@ -69,6 +70,9 @@ class GenerateOptions:
             when the server sends no Retry-After.
         repeat_penalty: sent as ``extra_body``; None: 1.2 for the embedded model, nothing otherwise.
         price_in, price_out: US$ per million prompt / completion tokens, for models without a known price.
+        batch: make the calls through the OpenAI Batch API (``batch.py``): half the price, answers within
+            24 h; needs ``cache_path`` (it keeps the batch in flight, so that a killed run resumes it).
+        poll_interval: seconds between the first polls of a batch (backing off to 30 times as long).
     """
 
     task: TaskDefinition
@@ -93,6 +97,8 @@ class GenerateOptions:
     repeat_penalty: float | None = None
     price_in: float | None = None
     price_out: float | None = None
+    batch: bool = False
+    poll_interval: float = 15.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, TaskDefinition):
@@ -129,6 +135,11 @@ class GenerateOptions:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative; got {value}.")
         if self.cache_path is not None:
             self.cache_path = Path(self.cache_path)
+        if self.poll_interval <= 0:
+            raise InputError(f"--poll-interval must be positive; got {self.poll_interval}.")
+        if self.batch and self.cache_path is None:
+            raise InputError("--batch needs a call cache, which keeps the batch in flight so that a killed run resumes it "
+                             "instead of paying twice: give --out FILE or --cache FILE, and leave out --no-cache.")
         if self.attributes is not None:
             self.attributes = attrs.validate_attributes(self.attributes, "--attributes")
         elif self.strategy == "attributes":
@@ -172,6 +183,8 @@ class Summary:
     seconds: float = 0.0
     cache: str | None = None
     cache_lines_ignored: int = 0
+    price_factor: float = 1.0
+    batches: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,17 +256,18 @@ def plan_calls(options: GenerateOptions, backend: Backend, train: pl.DataFrame) 
 
 
 def estimate_cost(backend: Backend, prompt_tokens: int, completion_tokens: int,
-                  price_in: float | None = None, price_out: float | None = None) -> float | None:
-    """US$ for the tokens: the given prices, OpenAI's list price for a known model, 0 locally, else None."""
+                  price_in: float | None = None, price_out: float | None = None, factor: float = 1.0) -> float | None:
+    """US$ for the tokens: the given prices, OpenAI's list price for a known model, 0 locally, else None;
+    times ``factor`` (``batch.BATCH_PRICE_FACTOR`` for the Batch API)."""
     if price_in is not None or price_out is not None:
-        return round(((price_in or 0) * prompt_tokens + (price_out or 0) * completion_tokens) / 1e6, 6)
+        return round(factor * ((price_in or 0) * prompt_tokens + (price_out or 0) * completion_tokens) / 1e6, 6)
     if backend.kind == "embedded":
         return 0.0
     if backend.kind == "openai":
         known = [m for m in PRICES if backend.model == m or backend.model.startswith(m + "-")]
         if known:
             p_in, p_out = PRICES[max(known, key=len)]
-            return round((p_in * prompt_tokens + p_out * completion_tokens) / 1e6, 6)
+            return round(factor * (p_in * prompt_tokens + p_out * completion_tokens) / 1e6, 6)
     return None
 
 
@@ -275,6 +289,8 @@ def generate(
     started = time.monotonic()
     backend = backend or resolve_backend(options.model, options.base_url)
     plan = plan_calls(options, backend, train)
+    if options.batch:
+        check_batch_backend(backend)  # the embedded model, or a server without /v1/batches: refused before any call
     cache = CallCache(options.cache_path)
     cached = cache.load()
     results: dict[int, CallResult] = {}
@@ -309,7 +325,10 @@ def generate(
     # llama-cpp-python's server answers one request at a time: queued requests would only run
     # down their timeouts.
     concurrency = 1 if embedded else options.concurrency
-    if todo:
+    batches: list[str] = []
+    if todo and options.batch:
+        batches = run_batch(todo, backend, cache, note, poll_interval=options.poll_interval, timeout=timeout, progress=progress)
+    elif todo:
         if embedded and backend.base_url is None:
             with embedded_server() as url:
                 run_calls(todo, replace(backend, base_url=url), cache, concurrency, policy, note)
@@ -320,6 +339,7 @@ def generate(
     summary.cache = str(options.cache_path) if options.cache_path is not None else None
     summary.cache_lines_ignored = cache.ignored
     summary.seconds = round(time.monotonic() - started, 2)
+    summary.batches = batches
     return frame, summary
 
 
@@ -364,7 +384,7 @@ def _assemble(options: GenerateOptions, backend: Backend, train: pl.DataFrame,
     summary = Summary(
         strategy=options.strategy, model=backend.model, backend=backend.kind, task=options.task.name, n=options.n,
         seed=options.seed, temperature=options.temperature, examples=options.examples, request_style=style,
-        calls=len(plan), dedup=options.dedup,
+        calls=len(plan), dedup=options.dedup, price_factor=BATCH_PRICE_FACTOR if options.batch else 1.0,
     )
     issues: Counter = Counter()
     errors: Counter = Counter()
@@ -409,5 +429,6 @@ def _assemble(options: GenerateOptions, backend: Backend, train: pl.DataFrame,
     elif options.dedup != "off":
         summary.duplicates = {k: 0 for k in DUPLICATE_KINDS}
     summary.posts_kept = frame.height
-    summary.cost_usd = estimate_cost(backend, summary.prompt_tokens, summary.completion_tokens, options.price_in, options.price_out)
+    summary.cost_usd = estimate_cost(backend, summary.prompt_tokens, summary.completion_tokens, options.price_in, options.price_out,
+                                     summary.price_factor)
     return frame, summary

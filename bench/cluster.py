@@ -91,8 +91,8 @@ def main() -> None:
     def now() -> tuple[float, float]:
         return time.perf_counter(), time.process_time()
 
-    def progress(stage: str, done: int, total: int) -> None:
-        marks[f"{stage} {'end' if done == total else 'start'}"] = now()
+    def progress(event) -> None:
+        marks[f"{event.stage} {'end' if event.done == event.total else 'start'}"] = now()
 
     def span(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
         return b[0] - a[0], b[1] - a[1]

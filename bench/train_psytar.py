@@ -70,9 +70,9 @@ def main() -> None:
         if not args.skip_train:
             options = TrainOptions(out=Path(tmp) / "full", epochs=epochs, **common)
             started = time.perf_counter()
-            summary = train_seeds(options, [args.seed], train, dev, None, test_frame=test)
+            result = train_seeds(options, [args.seed], train, dev, None, test_frame=test)
             wall = time.perf_counter() - started
-            run = summary["runs"][str(args.seed)]
+            run = result.to_dict()["runs"][str(args.seed)]
             per_epoch = run["train_seconds"] / epochs
             print(
                 f"train_psytar: test F1 {run['test']['f1']:.3f} (precision {run['test']['precision']:.3f}, recall {run['test']['recall']:.3f}; "
@@ -85,8 +85,7 @@ def main() -> None:
             times = {}
             for name, extra in (("static", dict(padding="max_length", group_by_length=False)), ("dynamic", {})):
                 options = TrainOptions(out=Path(tmp) / name, epochs=1, **common, **extra)
-                summary = train_seeds(options, [args.seed], train, dev, None)
-                times[name] = summary["runs"][str(args.seed)]["train_seconds"]
+                times[name] = train_seeds(options, [args.seed], train, dev, None).runs[0].train_seconds
             print(
                 f"padding: one epoch (training + dev evaluation) {times['dynamic']:.0f} s with dynamic padding and length-grouped "
                 f"batches vs {times['static']:.0f} s padded to {args.max_length} in random batches: ratio {times['static'] / times['dynamic']:.2f}x "

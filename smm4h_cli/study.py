@@ -239,9 +239,9 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
     tell = on_progress or (lambda done, total, detail: None)
     from smm4h_cli.analysis.clustering import EmbedClusterOptions
     from smm4h_cli.generation.backends import backend_identity, resolve_backend
-    from smm4h_cli.training.predict import set_threads
-    from smm4h_cli.training.run_dir import test_prediction_files
-    from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, preflight
+    from smm4h_cli.training.hf import set_threads
+    from smm4h_cli.training.run_dir import TEST_PREDICTIONS, test_prediction_files
+    from smm4h_cli.training.train import TrainOptions, preflight
 
     out = options.out
     # before any work: a file where the folder (or a parent) should be, a read-only location
@@ -416,7 +416,7 @@ def _generate(options: StudyOptions, strategy: str, target: Path, train: pl.Data
     running = replace(backend, base_url=url()) if backend.kind == "embedded" else backend
     frame, summary = generate(
         gen, train, backend=running,
-        progress=lambda e: tell(e.calls_done, e.calls_total, f"calls; {e.posts:,} posts, {e.completion_tokens:,} tokens"),
+        progress=lambda e: tell(e.done, e.total or 1, f"calls; {e.detail}"),
     )
     if frame.height == 0:
         issues = ", ".join(f"{k} {v}" for k, v in {**summary.errors, **summary.parse_issues}.items() if v)
@@ -448,7 +448,7 @@ def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure:
         cache_dir=options.out / ".cache" / "embeddings", synthetic=synthetic, positives=positives,
     )
     result = embed_cluster(
-        groups_from_frames(named, by_label=True), emb, progress=lambda stage, done, total: tell(done, total, "posts embedded" if stage == "embed" else stage)
+        groups_from_frames(named, by_label=True), emb, progress=lambda e: tell(e.done, e.total or 1, "posts embedded" if e.stage == "embedding posts" else e.stage)
     )
     write_outputs(result, figure, plot=True, seed=options.seed)
 
@@ -459,7 +459,8 @@ def _train(
 ) -> None:
     """Train the arm's seeds. ``resume``: keep finished seeds and go on with interrupted ones;
     ``repredict``: the test file changed, so the kept seeds predict it again."""
-    from smm4h_cli.training.train import TEST_PREDICTIONS, TrainOptions, train_seeds
+    from smm4h_cli.training.run_dir import keep_seeds
+    from smm4h_cli.training.train import TrainOptions, train_seeds
 
     if not resume:
         # the arm's models are out of date
@@ -467,25 +468,17 @@ def _train(
     else:
         # The folder holds the study's seeds only: `smm4h compare runs/<arm>` reads every seed-N in
         # it, and a seed put back later must not find predictions of an older test file.
-        wanted = {f"seed-{seed}" for seed in options.seeds}
-        for left_out in [d for d in run_dir.glob("seed-*") if d.name not in wanted]:
-            shutil.rmtree(left_out)
-        if repredict:
-            for seed in options.seeds:
-                (run_dir / f"seed-{seed}" / TEST_PREDICTIONS).unlink(missing_ok=True)
+        keep_seeds(run_dir, list(options.seeds), forget_test=repredict)
 
     balance = arm if arm in IMBALANCE_BASELINES else "none"
     train_options = TrainOptions(
         out=run_dir, model=options.classifier, epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
         max_length=options.max_length, device=options.device, threads=options.threads, balance=balance, resume=resume, force=not resume,
     )
-    def step(info: dict) -> None:
-        if "step" in info:
-            loss = "" if info.get("loss") is None else f", loss {info['loss']:.3f}"
-            f1 = "" if info.get("val_f1") is None else f", val F1 {info['val_f1']:.3f}"
-            tell(info["step"], info["steps"] or 1, f"steps of seed {info['seed']}, epoch {info['epoch']:.1f}/{info['epochs']}{loss}{f1}")
-
-    train_seeds(train_options, options.seeds, frames["train"], frames["validation"], synthetic, progress=step, test_frame=frames["test"])
+    train_seeds(
+        train_options, options.seeds, frames["train"], frames["validation"], synthetic,
+        progress=lambda e: tell(e.done, e.total or 1, f"steps of {e.stage} · {e.detail}"), test_frame=frames["test"],
+    )
 
 
 def _compare(options: StudyOptions, prediction_files: dict[str, list[Path]], tables: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+#: How a command prints its table: for people (``table``), or as JSON, CSV or Markdown.
+FORMATS = ("table", "json", "csv", "markdown")
+
 
 def format_cell(value: Any, digits: int) -> str:
     if isinstance(value, float):

@@ -223,6 +223,24 @@ def test_cli_bad_inputs_exit_2(cli, files, tmp_path, case, message):
 
 
 @pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--names", "x,x"], "--names gives x more than once"),
+        (["--names", "x, ,y"], "has an empty name"),
+        (["--names", "a,b,c"], "--names gives 3 names for 2 arms"),
+    ],
+)
+def test_cli_names_are_one_comma_list(cli, files, extra, message):
+    result = cli("compare", files["a"], files["b"], *extra)
+    assert result.exit_code == 2 and message in " ".join(result.stderr.split()) and result.stdout == ""
+
+
+def test_cli_an_arm_listing_a_file_twice_is_refused(cli, files):
+    result = cli("compare", files["a"], f"{files['b']},{files['b']}")
+    assert result.exit_code == 2 and "more than once" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(
     "command, options",
     [
         ("train", ["--with-synthetic", "--balance", "--seeds", "--resume", "--max-length", "--threads"]),

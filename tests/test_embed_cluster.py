@@ -17,6 +17,7 @@ from smm4h_cli.analysis.groups import Group
 from smm4h_cli.analysis.plots import SIZE_PX
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
+from smm4h_cli.progress import ProgressEvent
 
 POSTS = [
     "my son was diagnosed with autism today",
@@ -142,6 +143,18 @@ def test_coverage_and_copying_on_constructed_vectors():
     assert syn["vendi"] < pos["vendi"]
     assert syn["summary"].startswith(f"gen: Vendi {syn['vendi']:.1f} vs {pos['vendi']:.1f} for real positives at n = 6; reaches 1 of 4 positive clusters")
     assert set(result.points.columns) == {"id", "group", "text", "x", "y", "cluster"} and result.points.height == 24
+
+
+def test_progress_reports_each_stage_as_events(tmp_path):
+    groups, embedder = _constructed()
+    options = EmbedClusterOptions(k=6, sample=0, perplexity=5, cache_dir=tmp_path)
+    embed_cluster(groups, options, embedder=embedder)  # fills the cache: the second run embeds nothing
+    events: list[ProgressEvent] = []
+    embed_cluster(groups, options, progress=events.append, embedder=embedder)
+    posts = sum(len(g.texts) for g in groups)
+    assert [(e.stage, e.done, e.total) for e in events] == [
+        ("embedding posts", posts, posts), ("k-means", 0, 1), ("k-means", 1, 1), ("t-SNE", 0, 1), ("t-SNE", 1, 1),
+    ]
 
 
 def test_k_auto_finds_the_constructed_clusters():

@@ -402,6 +402,18 @@ def test_cli_own_task_with_attributes_to_stdout(cli, tmp_path):
     assert seasons == {"winter": 20, "spring": 20}
 
 
+def test_cli_in_a_log_file_prints_plain_progress_lines(cli, tmp_path):
+    # CliRunner's stderr is not a terminal, as under nohup or in a cluster job's log: progress
+    # comes as plain lines (the first and the last at least), not as a bar and not as silence.
+    with Scripted() as server:
+        result = cli("generate", "--n", "30", "--base-url", server.url, "-o", tmp_path / "syn.jsonl")
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("generate: ")]
+    assert re.fullmatch(r"generate: 0/3 · 0 posts · 0 tokens · 0 failed \([\d,]+ s\)", lines[0]), lines
+    assert re.fullmatch(r"generate: 3/3 · 30 posts · [1-9][\d,]* tokens · 0 failed \([\d,]+ s\)", lines[-1]), lines
+    assert "\x1b[" not in result.stderr  # no bar, no terminal control codes
+
+
 # ------------------------------------------------------------------------------ the embedded model
 
 # Two calls of three short posts: the machine is small and shared.

@@ -119,7 +119,7 @@ def test_cli_same_stems_get_folder_names(cli, tmp_path, tiny):
     assert [r["group"] for r in rows] == ["task5/train", "task6/train"]
 
 
-@pytest.mark.parametrize("args, message", [(["--n", "1,x"], "--n takes"), (["--n", "0"], "positive"), (["--sample", "-5"], "--sample"), (["--tokenizer", "bpe"], "--tokenizer")])
+@pytest.mark.parametrize("args, message", [(["--n", "1,x"], "--n takes"), (["--n", "0"], "positive"), (["--sample", "-5"], "--sample"), (["--tokenizer", "bpe"], "--tokenizer"), (["--n", "1,,2"], "has an empty order"), (["--n", "2,2"], "more than once")])
 def test_cli_bad_options(cli, tiny, args, message):
     result = cli("ngrams", tiny, *args)
     assert result.exit_code == 2 and message in result.stderr and result.stdout == ""

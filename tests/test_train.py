@@ -20,7 +20,9 @@ from smm4h_cli.training.train import TrainOptions, train_seeds, training_set
 from conftest import ROOT, SAMPLE, write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-pytestmark = pytest.mark.slow
+# Tests that train or load a model carry the slow mark one by one; the checks of options, data
+# and run folders that refuse before any model is loaded run in the fast lane.
+slow = pytest.mark.slow
 
 # Small and fast: 32-token posts, batches of 8, one thread, a learning rate high enough that a
 # couple of epochs on 32 posts move the validation F1.
@@ -61,6 +63,7 @@ def run(data, tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
+@slow
 def test_run_folder_is_loadable_and_complete(run):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -88,6 +91,7 @@ def test_run_folder_is_loadable_and_complete(run):
     assert rows[0]["val F1"] == metrics["best"]["f1"]
 
 
+@slow
 def test_best_epoch_follows_validation_f1(run, data, cli, tmp_path):
     out, _ = run
     metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
@@ -101,6 +105,7 @@ def test_best_epoch_follows_validation_f1(run, data, cli, tmp_path):
     assert f"F1 {metrics['best']['f1']:.3f}" in result.stderr and "confusion matrix" in result.stderr
 
 
+@slow
 def test_test_predictions_and_predict_schema(run, data, cli, tmp_path):
     out, _ = run
     written = pl.read_ndjson(out / "seed-0" / "test_predictions.jsonl")
@@ -118,6 +123,7 @@ def test_test_predictions_and_predict_schema(run, data, cli, tmp_path):
     assert piped["prob"].to_list() == pytest.approx(written["prob"].to_list(), abs=1e-5)
 
 
+@slow
 def test_same_seed_same_model(run, data, tmp_path, cli):
     out, _ = run
     again = tmp_path / "again"
@@ -132,6 +138,7 @@ def test_same_seed_same_model(run, data, tmp_path, cli):
     assert a.to_list() == pytest.approx(b.to_list(), abs=1e-5)
 
 
+@slow
 def test_compare_two_run_folders(run, cli):
     out, _ = run
     result = cli("compare", out, out, "--names", "a,b", "--bootstrap", "200", "-f", "json")
@@ -140,6 +147,7 @@ def test_compare_two_run_folders(run, cli):
     assert pair["f1_diff"] == 0 and pair["mcnemar_p"] == 1.0
 
 
+@slow
 def test_with_synthetic_adds_to_training_only(data, tmp_path, cli, monkeypatch):
     out = tmp_path / "syn"
     result = cli(*_train_args(data, out, "--epochs", "1", "--synthetic", data["synthetic"], "--seeds", "1,2"))
@@ -170,6 +178,7 @@ def test_training_set_balances():
     assert counts["synthetic"] == 1 and data.filter(pl.col("source") == "synthetic")["label"].to_list() == [1]
 
 
+@slow
 def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
     out, _ = run
     result = cli(*_train_args(data, out, "--epochs", "2"))
@@ -184,13 +193,13 @@ def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--balance", "smote"], "--balance must be one of none, class-weight, oversample"),
+        (["--balance", "smote"], "'smote' is not one of 'none', 'class-weight', 'oversample'"),
         (["--resume", "--force"], "--resume and --force contradict"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda"),
-        (["--seeds", "1,1"], "--seeds takes distinct"),
+        (["--seeds", "1,1"], "--seeds gives 1 more than once"),
         (["--model", "/nonexistent/model"], "no such folder, and not a Hugging Face id"),
-        (["--model", str(ROOT / "docs")], "could not load it"),
+        (["--model", str(ROOT / "docs")], "could not load the model"),
         (["--precision", "fp8"], "--precision must be one of auto, fp32, bf16, fp16"),
         (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
     ],
@@ -199,20 +208,24 @@ def test_bad_options_exit_2(data, tmp_path, cli, extra, message):
     args = [a for a in _train_args(data, tmp_path / "r", *extra) if a != "--quiet"]
     result = cli(*args)
     assert result.exit_code == 2, result.stdout
-    assert message in result.stderr and "Traceback" not in result.stderr
+    said = " ".join(result.stderr.replace("│", " ").split())  # Click's usage errors come boxed and wrapped
+    assert message in said and "Traceback" not in result.stderr
     assert "Training " not in result.stderr  # the error comes before the start line, alone
     assert not (tmp_path / "r").exists()  # nothing written
 
 
-def test_bad_data_exit_2(data, tmp_path, cli):
-    no_pos = write_jsonl(tmp_path / "v.jsonl", [r for r in _subset("validation", 0, 5)])
-    result = cli("train", "--train", data["train"], "--validation", no_pos, "--out", tmp_path / "r", *FAST)
-    assert result.exit_code == 2 and "validation posts have no positive" in result.stderr
+@pytest.mark.parametrize(
+    "split, rows, message",
+    [
+        ("validation", _subset("validation", 0, 5), "validation posts have no positive"),
+        ("train", [{"text": r["text"]} for r in _subset("train", 3, 3)], "has no label column"),
+    ],
+)
+def test_bad_data_exit_2(data, tmp_path, cli, split, rows, message):
+    paths = {**data, split: write_jsonl(tmp_path / f"{split}.jsonl", rows)}
+    result = cli("train", "--train", paths["train"], "--validation", paths["validation"], "--out", tmp_path / "r", *FAST)
+    assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "r").exists()
-    unlabelled = write_jsonl(tmp_path / "u.jsonl", [{"text": r["text"]} for r in _subset("train", 3, 3)])
-    result = cli("train", "--train", unlabelled, "--validation", data["validation"], "--out", tmp_path / "r2", *FAST)
-    assert result.exit_code == 2 and "has no label column" in result.stderr
-    assert not (tmp_path / "r2").exists()
 
 
 def test_options_validate_without_out():
@@ -221,6 +234,7 @@ def test_options_validate_without_out():
         TrainOptions(lr=0)
 
 
+@slow
 def test_resume_after_interruption(data, tmp_path):
     """Kill a three-epoch run after its first checkpoint; --resume finishes it from there."""
     out = tmp_path / "killed"
@@ -264,6 +278,7 @@ def test_resume_after_interruption(data, tmp_path):
     assert result.exit_code == 2 and "--batch-size 8 (now 4)" in result.stderr
 
 
+@slow
 def test_train_seeds_library_api(data, tmp_path):
     """The call study.py makes: TrainOptions + train_seeds with a test frame."""
     from smm4h_cli.io import read_records
@@ -271,11 +286,17 @@ def test_train_seeds_library_api(data, tmp_path):
     frames = {k: read_records(data[k]) for k in ("train", "validation", "test")}
     options = TrainOptions(out=tmp_path / "lib", epochs=1, lr=3e-4, batch_size=8, max_length=32, device="cpu", threads=1, balance="class-weight", force=True)
     events = []
-    summary = train_seeds(options, (0,), frames["train"], frames["validation"], None, progress=events.append, test_frame=frames["test"])
-    assert summary["balance"] == "class-weight" and summary["model"] == "embedded:all-MiniLM-L6-v2"
+    result = train_seeds(options, (0,), frames["train"], frames["validation"], None, progress=events.append, test_frame=frames["test"])
+    assert result.balance == "class-weight" and result.model == "embedded:all-MiniLM-L6-v2"
     assert (tmp_path / "lib" / "seed-0" / "test_predictions.jsonl").exists()
-    assert {"begin", "step", "evaluate", "seed_done"} <= {e["event"] for e in events}
-    assert "test_f1_mean" in summary
+    # one protocol: stage "seed 0", optimizer steps, a milestone per evaluation and one at the end
+    assert {e.stage for e in events} == {"seed 0"} and events[0].done == 0 and events[0].total == events[-1].total > 0
+    assert [e.done for e in events] == sorted(e.done for e in events)  # begin, then steps in order
+    evaluations = [e for e in events[:-1] if e.milestone]
+    assert len(evaluations) == 1 and evaluations[0].detail.startswith("epoch 1/1 · loss ") and "val F1 0." in evaluations[0].detail
+    assert events[-1].milestone and events[-1].detail == f"best epoch {result.runs[0].best_epoch}, validation F1 {result.runs[0].best['f1']:.3f}"
+    assert "test_f1_mean" in result.to_dict() and result.test_means["f1"][0] == result.runs[0].test["f1"]
+    assert json.loads((tmp_path / "lib" / "summary.json").read_text()) == json.loads(json.dumps(result.to_dict()))
 
 
 def _copy_run(run, tmp_path: Path) -> Path:
@@ -286,6 +307,7 @@ def _copy_run(run, tmp_path: Path) -> Path:
     return copy
 
 
+@slow
 def test_force_replaces_the_whole_run_and_readers_take_the_summarys_seeds(run, data, cli, tmp_path):
     """Fault: --seeds 0,1 then --seeds 1 --force left seed-0, and compare averaged it in."""
     import shutil
@@ -321,6 +343,7 @@ def test_force_refuses_to_delete_a_folder_that_is_not_a_run(data, cli, tmp_path)
     assert (folder / "notes.txt").read_text() == "keep me" and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+@slow
 def test_resume_refuses_changed_settings_of_a_finished_run(run, data, cli, tmp_path):
     """Fault: with every seed finished, --resume took new settings and wrote them into summary.json."""
     out = _copy_run(run, tmp_path)
@@ -331,6 +354,7 @@ def test_resume_refuses_changed_settings_of_a_finished_run(run, data, cli, tmp_p
     assert (out / "summary.json").read_text() == before
 
 
+@slow
 def test_incomplete_or_damaged_seed_is_refused(run, data, cli, tmp_path):
     out = _copy_run(run, tmp_path)
     seed = out / "seed-0"
@@ -352,11 +376,12 @@ def test_incomplete_or_damaged_seed_is_refused(run, data, cli, tmp_path):
     assert result.exit_code == 2 and "is not a finished seed" in result.stderr and "--resume" in result.stderr
 
 
+@slow
 def test_a_huge_post_is_cut_before_tokenizing(run, cli, tmp_path):
     """A 5 MB post costs what a short one does, and gets the prediction of its beginning."""
     from transformers import AutoTokenizer
 
-    from smm4h_cli.training.predict import CHARS_PER_TOKEN, encode
+    from smm4h_cli.training.hf import CHARS_PER_TOKEN, encode
 
     sentence = "my son was diagnosed with asthma and coughs all night long. "
     huge = sentence * (5_000_000 // len(sentence))
@@ -387,6 +412,7 @@ def _without_offline_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
+@slow
 def test_model_not_in_the_cache_fails_at_once_when_the_hub_is_unreachable(data, tmp_path):
     """Fault: an unknown --model org/name spent 25 s retrying the Hub before failing."""
     env = _without_offline_env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens on port 9
@@ -401,6 +427,7 @@ def test_model_not_in_the_cache_fails_at_once_when_the_hub_is_unreachable(data, 
     assert offline.returncode == 2 and "HF_HUB_OFFLINE is set" in offline.stderr
 
 
+@slow
 def test_model_in_the_local_cache_is_used_without_the_hub(tmp_path):
     import shutil
 
@@ -410,13 +437,14 @@ def test_model_in_the_local_cache_is_used_without_the_hub(tmp_path):
     shutil.copytree(minilm_path(), hub / "snapshots" / "abc123")
     (hub / "refs").mkdir()
     (hub / "refs" / "main").write_text("abc123")
-    code = "from smm4h_cli.training.train import locate_model; s = locate_model('some-org/minilm'); print(s.download, s.ref)"
+    code = "from smm4h_cli.training.hf import locate_model; s = locate_model('some-org/minilm'); print(s.download, s.ref)"
     env = _without_offline_env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", str(hub / "snapshots" / "abc123")]
 
 
+@slow
 def test_interrupted_train_names_the_command_that_goes_on(data, tmp_path):
     """Fault: after Ctrl-C the message said to run the same command again, which is refused without --resume."""
     import shlex
@@ -442,3 +470,19 @@ def test_interrupted_train_names_the_command_that_goes_on(data, tmp_path):
     result = CliRunner().invoke(app, command[1:], catch_exceptions=False)  # the named command works
     assert result.exit_code == 0, result.stderr
     assert json.loads((out / "summary.json").read_text())["seeds"] == [0]
+
+
+@slow
+def test_progress_in_a_log_file_is_plain_lines(data, cli, tmp_path):
+    """Fault: with stderr not a terminal (nohup, a cluster job's log) train showed no progress at all."""
+    out = tmp_path / "logged"
+    args = [a for a in _train_args(data, out, "--epochs", "2") if a != "--quiet"]
+    result = cli(*args)  # CliRunner's stderr is not a terminal: the log-file mode
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    lines = [line for line in result.stderr.splitlines() if line.startswith("seed 0: ")]
+    for epoch in metrics["epochs"]:  # an epoch line with its validation F1 and the time elapsed
+        assert any(f"· epoch {epoch['epoch']}/2 · loss " in line and f"· val F1 {epoch['f1']:.3f} (" in line and line.endswith(" s)") for line in lines), lines
+    assert lines[-1].split(" · ")[-1].startswith(f"best epoch {metrics['best_epoch']}, validation F1 {metrics['best']['f1']:.3f} (")
+    kept = cli(*args, "--resume")
+    assert kept.exit_code == 0 and "seed 0: " in kept.stderr and "already finished, kept" in kept.stderr

@@ -28,7 +28,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
@@ -38,9 +38,10 @@ from smm4h_cli.analysis.embeddings import Embedder, SentenceEmbedder, check_mode
 from smm4h_cli.analysis.groups import ROLE_SYNTHETIC, Group, equal_size_indices, post_ids, role_of
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import atomic_write, write_json
+from smm4h_cli.progress import ProgressEvent, ProgressFn
 
-#: ``progress(stage, done, total)``: stage is "embed" (done/total posts), "k-means" or "t-SNE".
-Progress = Callable[[str, int, int], None]
+#: ``progress`` hears the stages "embedding posts" (done/total posts), "k-means" and "t-SNE" (0/1, 1/1).
+Progress = ProgressFn
 
 #: Below this many points, k-means and t-SNE run on one OpenMP thread.
 SMALL_SAMPLE = 5000
@@ -232,12 +233,8 @@ def embed_groups(
     if embedder is None:
         embedder = SentenceEmbedder(options.model, options.device, options.batch_size)
 
-    def tell_embed(done: int, total: int) -> None:
-        if progress:
-            progress("embed", done, total)
-
     all_texts = [t for g in groups for t in g.texts]
-    vectors, encoded = embed_texts(all_texts, embedder, model_label(options.model), options.cache_dir, tell_embed if progress else None)
+    vectors, encoded = embed_texts(all_texts, embedder, model_label(options.model), options.cache_dir, progress)
     per_group, start = {}, 0
     for g in groups:
         per_group[g.name] = vectors[start : start + len(g.texts)]
@@ -259,7 +256,7 @@ def cluster_and_project(
     threads = 1 if x.shape[0] < SMALL_SAMPLE else None
     with threadpool_limits(threads, user_api="openmp"):
         if progress:
-            progress("k-means", 0, 1)
+            progress(ProgressEvent("k-means", 0, 1))
         k_scores: dict[int, float] = {}
         if options.k == "auto":
             k, k_scores = _choose_k(x, options, per_group)
@@ -267,12 +264,12 @@ def cluster_and_project(
             k = int(options.k)
         labels = KMeans(n_clusters=k, n_init=10, random_state=options.seed).fit_predict(x)
         if progress:
-            progress("k-means", 1, 1)
-            progress("t-SNE", 0, 1)
+            progress(ProgressEvent("k-means", 1, 1))
+            progress(ProgressEvent("t-SNE", 0, 1))
         perplexity = float(min(options.perplexity, max(1.0, (x.shape[0] - 1) / 3)))
         xy = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=options.seed).fit_transform(x)
         if progress:
-            progress("t-SNE", 1, 1)
+            progress(ProgressEvent("t-SNE", 1, 1))
     return k, k_scores, labels, xy, perplexity
 
 

@@ -15,7 +15,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import polars as pl
@@ -23,15 +23,16 @@ import polars as pl
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import atomic_write
 from smm4h_cli.models import EMBEDDED_MINILM, minilm_path, resolve_device
+from smm4h_cli.progress import ProgressFn, report
 
-#: ``progress(done, total)``: posts embedded so far out of the posts to embed.
-EmbedProgress = Callable[[int, int], None]
+#: The stage an embedder reports: posts embedded so far out of the posts to embed.
+EMBED_STAGE = "embedding posts"
 
 
 class Embedder(Protocol):
     """Anything that turns texts into L2-normalised vectors, one row per text."""
 
-    def __call__(self, texts: list[str], progress: EmbedProgress | None = None) -> np.ndarray: ...
+    def __call__(self, texts: list[str], progress: ProgressFn | None = None) -> np.ndarray: ...
 
 
 def default_cache_dir() -> Path:
@@ -91,7 +92,7 @@ class SentenceEmbedder:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get())
 
-    def __call__(self, texts: list[str], progress: EmbedProgress | None = None) -> np.ndarray:
+    def __call__(self, texts: list[str], progress: ProgressFn | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -106,8 +107,7 @@ class SentenceEmbedder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-            if progress:
-                progress(min(start + chunk, len(texts)), len(texts))
+            report(progress, EMBED_STAGE, min(start + chunk, len(texts)), len(texts))
         return out
 
 
@@ -146,7 +146,7 @@ def embed_texts(
     embedder: Embedder,
     model: str,
     cache_dir: Path | None = None,
-    progress: EmbedProgress | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, int]:
     """Embeddings of ``texts`` (rows in order) and how many texts were actually encoded.
 
@@ -172,8 +172,8 @@ def embed_texts(
         known.update(zip(missing, new))
         if path is not None:
             _append_cache(path, cached, missing, new)
-    elif progress:
-        progress(len(texts), len(texts))
+    else:
+        report(progress, EMBED_STAGE, len(texts), len(texts))
     if not known:
         return np.zeros((0, 0), dtype=np.float32), 0
     return np.stack([known[h] for h in hashes]), len(missing)

@@ -10,14 +10,28 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from smm4h_cli import __version__
-from smm4h_cli.cli._common import err
+from smm4h_cli.cli._common import err, flag
 from smm4h_cli.errors import Smm4hError
 
 
-class _Smm4hGroup(TyperGroup):
+class _FlagHelp:
+    """``--help`` takes no value, so ``--help`` shows no type beside it, like every flag (see ``flag``)."""
+
+    def get_help_option(self, ctx):  # noqa: D102
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Smm4hCommand(_FlagHelp, TyperCommand):
+    pass
+
+
+class _Smm4hGroup(_FlagHelp, TyperGroup):
     def invoke(self, ctx):  # noqa: D102 - the one place errors become exit codes
         try:
             return super().invoke(ctx)
@@ -53,7 +67,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, flag("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Will LLM-generated positive examples help my classifier, and if not, why not?"""
@@ -71,6 +85,9 @@ from smm4h_cli.cli import (  # noqa: E402  (the commands, in the order of the pi
 
 for _command in (_generate, _train, _predict, _compare, _ngrams, _embed_cluster, _study):
     _command.register(app)
+for _info in app.registered_commands:  # every command's --help shows no type either
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Smm4hCommand
 
 
 def main() -> None:

@@ -17,22 +17,23 @@ from rich.text import Text
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import Columns
-from smm4h_cli.tables import format_cell, markdown_table  # noqa: F401 (markdown_table: re-exported for the commands)
+from smm4h_cli.tables import FORMATS, format_cell, markdown_table  # noqa: F401 (markdown_table: re-exported for the commands)
 
 #: Messages, warnings and progress go to stderr; stdout carries only the product.
 err = Console(stderr=True, highlight=False)
 
 
-class TableFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
+def choices(name: str, values: Sequence[str]) -> Any:
+    """A choice option's enum, built from the library's tuple of values so that the two never drift apart."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-def flag(*names: str, help: str) -> Any:
+TableFormat = choices("TableFormat", FORMATS)
+
+
+def flag(*names: str, help: str, **options: Any) -> Any:
     """A yes/no switch: it takes no value, so ``--help`` shows no type beside it (as Click shows flags)."""
-    return typer.Option(*names, help=help, metavar="")
+    return typer.Option(*names, help=help, metavar="", **options)
 
 
 TextCol = Annotated[str | None, typer.Option("--text-col", help="Column holding the post text \\[default: text].")]
@@ -58,18 +59,26 @@ def columns(text_col: str | None, label_col: str | None, id_col: str | None) -> 
 T = TypeVar("T")
 
 
-def parse_list(value: str, flag_name: str, convert: Callable[[str], T] = str, what: str = "values") -> list[T]:
-    """The one comma-list parser of the options: ``"1, 2,3"`` -> ``[1, 2, 3]``; empty items and repeats are errors."""
+def parse_list(
+    value: str, flag_name: str, convert: Callable[[str], T] = str, what: str = "values", *, item: str = "value", example: str | None = None
+) -> list[T]:
+    """The one comma-list parser of the options and arguments: ``"1, 2,3"`` -> ``[1, 2, 3]``.
+
+    An empty item, an item ``convert`` refuses (ValueError) and a repeated item are each an
+    ``InputError`` naming ``flag_name`` (the option, or the argument in words), the ``what`` it
+    takes (plural), the empty ``item`` (singular) and an ``example`` of a good value.
+    """
+    example = example or _example(convert)
     parts = [part.strip() for part in value.split(",")]
     if not value.strip() or any(not part for part in parts):
-        raise InputError(f"{flag_name} takes comma-separated {what} with none empty, such as {_example(convert)}; got '{value}'.")
+        raise InputError(f"{flag_name} '{value}' has an empty {item}; give comma-separated {what}, none empty, such as {example}.")
     try:
         items = [convert(part) for part in parts]
     except ValueError:
-        raise InputError(f"{flag_name} takes comma-separated {what}, such as {_example(convert)}; got '{value}'.") from None
-    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+        raise InputError(f"{flag_name} takes comma-separated {what}, such as {example}; got '{value}'.") from None
+    repeated = sorted({str(x) for x in items if items.count(x) > 1})
     if repeated:
-        raise InputError(f"{flag_name} names {repeated[0]} more than once; give each of the {what} once.")
+        raise InputError(f"{flag_name} gives {repeated[0]} more than once; give each of the {what} once.")
     return items
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, emit_table, markdown_table
+from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, emit_table, markdown_table, parse_list
 from smm4h_cli.tables import TABLE2_HEADERS, table2_rows
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_predictions, short_names
@@ -23,13 +23,8 @@ from smm4h_cli.training.run_dir import test_prediction_files
 def arm_files(spec: str) -> list[Path]:
     """The prediction files of one arm: a file, comma-separated files (one per seed), a seed
     folder, or a run folder (the seeds its summary lists: ``test_prediction_files``)."""
-    names = [p.strip() for p in spec.split(",")]
-    if not spec.strip() or any(not n for n in names):
-        raise InputError(
-            f"'{spec}' has an empty file name: give one file, folder, or comma-separated files (one per seed) per arm."
-        )
     files: list[Path] = []
-    for p in map(Path, names):
+    for p in _spec_paths(spec):
         try:
             is_dir = p.is_dir()
         except OSError as exc:
@@ -38,13 +33,15 @@ def arm_files(spec: str) -> list[Path]:
             files += test_prediction_files(p)
         else:
             files.append(p)
-    if not files:
-        raise InputError(f"'{spec}' names no prediction file.")
     return files
 
 
+def _spec_paths(spec: str) -> list[Path]:
+    return [Path(name) for name in parse_list(spec, "Arm", what="prediction files (one per seed)", item="file name", example="runs/baseline or seed0.jsonl,seed1.jsonl")]
+
+
 def _arm_name(spec: str) -> str:
-    p = Path(spec.split(",")[0].strip())
+    p = _spec_paths(spec)[0]
     if p.is_dir():
         return p.name
     return short_names([p])[0]
@@ -139,11 +136,9 @@ def compare_cli(
     specs = predictions
     if any(s == "-" for s in specs):
         raise InputError("compare reads prediction files or run folders, not stdin: write the predictions to a file first.")
-    arm_names = [n.strip() for n in names.split(",")] if names is not None else None
+    arm_names = parse_list(names, "--names", what="arm names", item="name") if names is not None else None
     if arm_names is not None and len(arm_names) != len(specs):
         raise InputError(f"--names gives {len(arm_names)} names for {len(specs)} arms; give one name per arm.")
-    if arm_names is not None and any(not n for n in arm_names):
-        raise InputError(f"--names '{names}' has an empty name; give one non-empty name per arm, separated by commas.")
     files = [arm_files(s) for s in specs]  # checks every spec before names are taken from them
     if arm_names is None:
         arm_names = [_arm_name(s) for s in specs]

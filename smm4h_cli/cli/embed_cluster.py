@@ -13,7 +13,8 @@ from rich.markup import escape
 from smm4h_cli.analysis.clustering import OUTPUT_FILES, EmbedClusterOptions, embed_cluster, existing_outputs, table_rows, write_outputs
 from smm4h_cli.analysis.embeddings import default_cache_dir
 from smm4h_cli.analysis.groups import groups_from_frames, infer_roles
-from smm4h_cli.cli._common import Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, columns, emit_table, err, show_progress
+from smm4h_cli.cli._common import Device, Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, columns, emit_table, err, flag
+from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import check_outputs, check_writable, read_records, short_names
 
@@ -21,18 +22,18 @@ from smm4h_cli.io import check_outputs, check_writable, read_records, short_name
 def embed_cluster_cli(
     files: Annotated[list[Path], typer.Argument(help="Files of posts (.jsonl, .parquet, .csv, .tsv); '-' reads JSON lines from stdin.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tsne.png, tsne.svg, points.parquet and metrics.json.", show_default=False)],
-    by_label: Annotated[bool, typer.Option("--by-label", help="One group per file and label (train/label 0, train/label 1); single-label files stay one group.")] = False,
+    by_label: Annotated[bool, flag("--by-label", help="One group per file and label (train/label 0, train/label 1); single-label files stay one group.")] = False,
     synthetic: Annotated[list[Path] | None, typer.Option("--synthetic", help="Treat this file as synthetic (repeatable). Files whose records all have source = synthetic, as `smm4h generate` writes them, are synthetic anyway.", show_default=False)] = None,
     sample: Annotated[int, typer.Option("--sample", help="Posts per group: every group is sampled to min(SAMPLE, smallest group). 0 uses all.")] = 1000,
     k: Annotated[str, typer.Option("--k", help="k-means clusters, or 'auto' (best silhouette for k = 2..20).")] = "10",
     perplexity: Annotated[float, typer.Option("--perplexity", help="t-SNE perplexity (lowered for tiny samples).")] = 30.0,
     copy_threshold: Annotated[float, typer.Option("--copy-threshold", help="Cosine similarity to the nearest real post at or above which a synthetic post counts as a copy.")] = 0.9,
     model: Annotated[str | None, typer.Option("--model", help="sentence-transformers model id or folder \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Posts per encoding batch.")] = 64,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache folder (Parquet, keyed by model and text hash) \\[default: ~/.cache/smm4h/embeddings].", show_default=False)] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")] = False,
-    no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip tsne.png/tsne.svg (headless batch use); points and metrics are still written.")] = False,
+    no_cache: Annotated[bool, flag("--no-cache", help="Neither read nor write the embedding cache.")] = False,
+    no_plot: Annotated[bool, flag("--no-plot", help="Skip tsne.png/tsne.svg (headless batch use); points and metrics are still written.")] = False,
     seed: Seed = 0,
     fmt: Format = TableFormat.table,
     force: Force = False,
@@ -73,22 +74,8 @@ def embed_cluster_cli(
     options = EmbedClusterOptions(**{**options.__dict__, "synthetic": syn, "positives": pos})
     groups = groups_from_frames(list(zip(names, frames)), by_label)
 
-    if show_progress(quiet):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            label = {"embed": "embedding posts", "k-means": "k-means", "t-SNE": "t-SNE"}[stage]
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(label, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        with bar:
-            result = embed_cluster(groups, options, progress=progress)
-    else:
-        result = embed_cluster(groups, options)
+    with ProgressDisplay(quiet) as show:
+        result = embed_cluster(groups, options, progress=show)
     written = write_outputs(result, out, plot=not no_plot, seed=seed)
 
     metrics = result.metrics

@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Force, IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, show_progress
+from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Force, IdCol, LabelCol, Quiet, Seed, TextCol, choices, columns, err, flag
+from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.files import RunFiles, claim_outputs
+from smm4h_cli.generation.generate import DEDUP_MODES, STRATEGIES
+from smm4h_cli.generation.prompts import REQUEST_STYLES
 from smm4h_cli.io import STDIO, read_records, write_json, write_records
 from smm4h_cli.sample import sample_path
 
-
-class Strategy(str, Enum):
-    paper = "paper"
-    attributes = "attributes"
-
-
-class RequestStyle(str, Enum):
-    auto = "auto"
-    paper = "paper"
-    list = "list"
-
-
-class Dedup(str, Enum):
-    flag = "flag"
-    drop = "drop"
-    off = "off"
+Strategy = choices("Strategy", STRATEGIES)
+RequestStyle = choices("RequestStyle", ("auto", *REQUEST_STYLES))
+Dedup = choices("Dedup", DEDUP_MODES)
 
 
 def cache_path_for(out: str, cache: Path | None, no_cache: bool) -> Path | None:
@@ -60,17 +48,19 @@ def generate_cli(
     per_call: Annotated[int, typer.Option("--per-call", help="Posts asked for per call (the paper: 10).")] = 10,
     definitions: Annotated[Path | None, typer.Option("--definitions", help="Your own binary task: a YAML/JSON file with 'definition' (the label definitions), 'post_kind' (e.g. tweets), 'example_order'. Needs --train.", show_default=False)] = None,
     attributes: Annotated[Path | None, typer.Option("--attributes", help="Attributes for --strategy attributes: a YAML/JSON mapping of attribute -> list of values \\[default: the task's built-in set; see --show-attributes].", show_default=False)] = None,
-    show_attributes: Annotated[bool, typer.Option("--show-attributes", help="Print the task's built-in attribute set as YAML (a start for --attributes) and exit.")] = False,
+    show_attributes: Annotated[bool, flag("--show-attributes", help="Print the task's built-in attribute set as YAML (a start for --attributes) and exit.")] = False,
     request_style: Annotated[RequestStyle, typer.Option("--request-style", help="paper: Appendix A.1 verbatim. list: a plain request for a numbered list, which small models follow. auto: list for SmolLM2 (embedded or on any server), paper otherwise.")] = RequestStyle.auto,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at once (the embedded server takes one at a time).")] = 4,
     tries: Annotated[int, typer.Option("--tries", help="Attempts per call (429, 5xx, timeouts, dropped connections are retried with backoff, honouring Retry-After); then the call counts as failed and the run goes on.")] = 6,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for one answer before retrying \\[default: 120; 600 for the embedded model].", show_default=False)] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Call cache (JSON lines) to resume from and append to \\[default: OUT.cache.jsonl beside a file output; none for stdout].", show_default=False)] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write a call cache.")] = False,
+    no_cache: Annotated[bool, flag("--no-cache", help="Neither read nor write a call cache.")] = False,
     dedup: Annotated[Dedup, typer.Option("--dedup", help="Exact and near-duplicate posts, within the synthetic set and copies of --train posts: flag them (columns duplicate, duplicate_of), drop them, or off.")] = Dedup.flag,
     similarity: Annotated[float, typer.Option("--similarity", help="Cosine similarity (character 4-gram TF-IDF) at which two posts are near duplicates.")] = 0.9,
     price_in: Annotated[float | None, typer.Option("--price-in", help="US$ per million prompt tokens, for the cost estimate of models without a known price.", show_default=False)] = None,
     price_out: Annotated[float | None, typer.Option("--price-out", help="US$ per million completion tokens, for the cost estimate.", show_default=False)] = None,
+    batch: Annotated[bool, flag("--batch", help="Make the calls through the OpenAI Batch API: half the price, answers within 24 h; a killed run resumes the same batch (needs the call cache).")] = False,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between the first polls of a --batch batch (then backing off to 30 times as long).")] = 15.0,
     seed: Seed = 0,
     force: Force = False,
     quiet: Quiet = False,
@@ -110,6 +100,7 @@ def generate_cli(
         per_call=per_call, max_tokens=max_tokens, request_style=request_style.value,
         attributes=attrs.load_attributes(attributes) if attributes is not None else None,
         dedup=dedup.value, similarity=similarity, tries=tries, timeout=timeout, price_in=price_in, price_out=price_out,
+        batch=batch, poll_interval=poll_interval,
     )
     train_path = train if train is not None else sample_path(task, "train")
     inputs = [("--train", train_path), ("--definitions", definitions), ("--attributes", attributes)]
@@ -137,21 +128,8 @@ def _run(options, out: str, files: RunFiles, train_path: Path, cols, force: bool
         )
         if options.cache_path is None and not no_cache:
             err.print("[dim]No call cache for stdout output: give --out FILE or --cache FILE to make the run resumable.[/]", soft_wrap=True)
-    if show_progress(quiet):
-        with Progress(
-            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),
-            TextColumn("{task.fields[posts]:,} posts · {task.fields[tokens]:,} tokens · {task.fields[failed]} failed"),
-            TimeElapsedColumn(), console=err, transient=True,
-        ) as bar:
-            job = bar.add_task("generate", total=options.calls, posts=0, tokens=0, failed=0)
-
-            def progress(event) -> None:
-                bar.update(job, completed=event.calls_done, posts=event.posts,
-                           tokens=event.prompt_tokens + event.completion_tokens, failed=event.calls_failed)
-
-            frame, summary = generate(options, train_frame, progress=progress, backend=backend)
-    else:
-        frame, summary = generate(options, train_frame, backend=backend)
+    with ProgressDisplay(quiet) as show:
+        frame, summary = generate(options, train_frame, progress=show, backend=backend)
 
     reason = nothing_to_write(summary)
     if reason:
@@ -177,6 +155,8 @@ def _print_summary(s) -> None:
         f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; cost {cost}",
         f"time {s.seconds:,.1f} s",
     ]
+    if s.batches:
+        lines.append(f"batches: {', '.join(s.batches)} (cost at batch prices, x{s.price_factor:g})")
     if s.cache_lines_ignored:
         lines.append(
             f"cache: {s.cache_lines_ignored:,} line(s) of {s.cache} skipped (torn, not JSON, or not a well-formed answer); "

@@ -8,25 +8,25 @@ from typing import Annotated
 import typer
 
 from smm4h_cli.analysis.groups import groups_from_frames
-from smm4h_cli.analysis.ngrams import NgramOptions, ngram_table
-from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, columns, emit_table
+from smm4h_cli.analysis.ngrams import TOKENIZERS, NgramOptions, ngram_table
+from smm4h_cli.cli._common import Format, IdCol, LabelCol, Seed, TableFormat, TextCol, choices, columns, emit_table, flag, parse_list
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, short_names
 
+Tokenizer = choices("Tokenizer", TOKENIZERS)
+
 
 def parse_orders(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise InputError(f"--n takes comma-separated n-gram orders such as 1,2,3; got '{value}'.") from None
+    """``--n``: comma-separated n-gram orders, such as 1,2,3."""
+    return tuple(parse_list(value, "--n", int, "n-gram orders", item="order"))
 
 
 def ngrams_cli(
     files: Annotated[list[Path], typer.Argument(help="Files of posts (.jsonl, .parquet, .csv, .tsv); '-' reads JSON lines from stdin.", show_default=False)],
     n: Annotated[str, typer.Option("--n", help="Comma-separated n-gram orders.")] = "1,2,3",
-    by_label: Annotated[bool, typer.Option("--by-label", help="One row per file and label (train/label 0, train/label 1); single-label files stay one row.")] = False,
+    by_label: Annotated[bool, flag("--by-label", help="One row per file and label (train/label 0, train/label 1); single-label files stay one row.")] = False,
     sample: Annotated[int, typer.Option("--sample", help="Posts per group: every group is sampled to min(SAMPLE, smallest group). 0 uses all.")] = 1000,
-    tokenizer: Annotated[str, typer.Option("--tokenizer", help="sklearn (CountVectorizer's, as the paper) or tweet (NLTK TweetTokenizer).")] = "sklearn",
+    tokenizer: Annotated[Tokenizer, typer.Option("--tokenizer", help="sklearn (CountVectorizer's, as the paper) or tweet (NLTK TweetTokenizer).")] = Tokenizer.sklearn,
     seed: Seed = 0,
     fmt: Format = TableFormat.table,
     text_col: TextCol = None,
@@ -39,7 +39,7 @@ def ngrams_cli(
 
         smm4h ngrams sample_data/task5/train.jsonl synthetic.jsonl --by-label
     """
-    options = NgramOptions(ns=parse_orders(n), sample=sample, seed=seed, tokenizer=tokenizer)
+    options = NgramOptions(ns=parse_orders(n), sample=sample, seed=seed, tokenizer=tokenizer.value)
     if sum(str(f) == "-" for f in files) > 1:
         raise InputError("stdin ('-') can be read only once; give it a single time.")
     cols = columns(text_col, label_col, id_col)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smm4h_cli.cli._common import Force, IdCol, LabelCol, Quiet, TextCol, columns, err
+from smm4h_cli.cli._common import Device, Force, IdCol, LabelCol, Quiet, TextCol, Threads, columns, err
 from smm4h_cli.io import check_outputs, check_writable, read_records, write_records
 from smm4h_cli.training.metrics import binary_scores
 from smm4h_cli.training.predict import PredictOptions, predict
@@ -20,8 +20,8 @@ def predict_cli(
     threshold: Annotated[float, typer.Option("--threshold", help="pred = 1 where prob (of label 1) >= threshold.")] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Posts per forward pass.")] = 64,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Tokens kept per post \\[default: the run's training value].", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads \\[default: torch's].", show_default=False)] = None,
+    device: Device = "auto",
+    threads: Threads = None,
     force: Force = False,
     quiet: Quiet = False,
     text_col: TextCol = None,

@@ -9,8 +9,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from smm4h_cli.cli._common import IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, show_progress
-from smm4h_cli.cli.train import parse_seeds
+from smm4h_cli.cli._common import IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, parse_list, show_progress
 from smm4h_cli.errors import InputError
 from smm4h_cli.study import StepEvent, StudyOptions, run_study
 
@@ -63,7 +62,7 @@ def study_cli(
         strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
         generator=generator, base_url=base_url, temperature=temperature, examples=examples,
         concurrency=concurrency, max_tokens=max_tokens, classifier=model, max_length=max_length,
-        seeds=tuple(parse_seeds(seeds)), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
+        seeds=tuple(parse_list(seeds, "--seeds", int, "integers")), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
     )
     given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})
     options = StudyOptions.quick(**given) if quick else StudyOptions(**given)

@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import shlex
-from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
-from smm4h_cli.cli._common import DEFAULT_SYNTHETIC, Format, IdCol, LabelCol, Quiet, TableFormat, TextCol, columns, emit_table, err, show_progress
+from smm4h_cli.cli._common import (
+    DEFAULT_SYNTHETIC, ClassifierModel, Device, Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, Threads,
+    columns, emit_table, err, flag, parse_list,
+)
+from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
-from smm4h_cli.training.train import TrainOptions, check_out, locate_model, preflight, train_seeds
+from smm4h_cli.training.hf import locate_model
+from smm4h_cli.training.train import BALANCES, TrainOptions, check_out, preflight, train_seeds
 
 #: Where the one KeyboardInterrupt handler (smm4h_cli.cli) finds the command that goes on.
 RESUME_HINT = "smm4h.resume"
-
-
-def parse_seeds(value: str) -> list[int]:
-    try:
-        seeds = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--seeds takes comma-separated integers such as 1,2,3; got '{value}'.") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"--seeds takes distinct integers such as 1,2,3; got '{value}'.")
-    return seeds
 
 
 def resume_command(ctx: typer.Context) -> str:
@@ -48,34 +42,8 @@ def resume_command(ctx: typer.Context) -> str:
     return " ".join(shlex.quote(w) for w in words + ["--resume"])
 
 
-class _Display:
-    """A Rich progress line on stderr: seed, epoch, step, loss and the last validation F1."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.task = None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "skipped":
-            err.print(f"seed {event['seed']}: already finished, kept")
-            return
-        if kind == "seed_done":
-            m = event["metrics"]
-            err.print(f"seed {event['seed']}: best epoch {m['best_epoch']}, validation F1 {m['best']['f1']:.3f}")
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-                self.task = None
-            return
-        if self.task is None:
-            self.task = self.progress.add_task("", total=event["steps"] or None)
-        epoch = min(event["epochs"], int(event["epoch"]) + 1) if kind != "evaluate" else round(event["epoch"])
-        loss = "–" if event["loss"] is None else f"{event['loss']:.3f}"
-        f1 = "–" if event["val_f1"] is None else f"{event['val_f1']:.3f}"
-        self.progress.update(
-            self.task, total=event["steps"], completed=event["step"],
-            description=f"seed {event['seed']} · epoch {epoch}/{event['epochs']} · loss {loss} · val F1 {f1}",
-        )
+#: The answers to class imbalance, as the library names them.
+Balance = Enum("Balance", {b: b for b in BALANCES}, type=str)
 
 
 def train_cli(
@@ -85,22 +53,22 @@ def train_cli(
     test: Annotated[Path | None, typer.Option("--test", help="Test posts to predict with each seed's best model (seed-N/test_predictions.jsonl, for smm4h compare) \\[default: the --task sample test data when --train is not given].", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder \\[default: runs/baseline, or runs/synthetic with --with-synthetic].", show_default=False)] = None,
     task: Annotated[int, typer.Option("--task", help="SMM4H task (5 or 6) whose sample data are the default inputs.")] = 5,
-    with_synthetic: Annotated[bool, typer.Option("--with-synthetic", help=f"Add the synthetic posts (from --synthetic FILE, by default {DEFAULT_SYNTHETIC}, where smm4h generate writes) to the training set; never to validation or test.")] = False,
+    with_synthetic: Annotated[bool, flag("--with-synthetic", help=f"Add the synthetic posts (from --synthetic FILE, by default {DEFAULT_SYNTHETIC}, where smm4h generate writes) to the training set; never to validation or test.")] = False,
     synthetic: Annotated[Path | None, typer.Option("--synthetic", help="Synthetic posts to add to training (implies --with-synthetic); unlabelled posts count as label 1.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id or local folder, e.g. microsoft/deberta-v3-large; taken from the local cache, downloaded only where the Hub answers \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
+    model: ClassifierModel = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (the paper: 10).")] = 10,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate, decaying linearly to 0 (the paper: 5e-5).")] = 5e-5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per post; batches are padded only to their longest post.")] = 128,
     warmup: Annotated[float, typer.Option("--warmup", help="Share of the steps with a linear learning-rate warm-up (the paper: 0).")] = 0.0,
-    balance: Annotated[str, typer.Option("--balance", help="Answer to class imbalance: none; class-weight (loss weighted by inverse class frequency); oversample (positives repeated until the classes are equal).")] = "none",
-    seed: Annotated[int, typer.Option("--seed", help="Training seed (weights of the new head, data order); the same seed gives the same model.")] = 0,
+    balance: Annotated[Balance, typer.Option("--balance", help="Answer to class imbalance: none; class-weight (loss weighted by inverse class frequency); oversample (positives repeated until the classes are equal).")] = Balance.none,
+    seed: Seed = 0,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Several seeds in one call, e.g. 1,2,3: one seed-N folder each and a summary with mean and standard deviation.", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto: bf16 mixed precision where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX: about 3x faster), fp16 on older GPUs, else fp32. Or fp32, bf16, fp16.")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads \\[default: torch's].", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run from each seed's last checkpoint; finished seeds are kept.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing run in --out: the whole folder is deleted first (refused for a folder holding other files).")] = False,
+    threads: Threads = None,
+    resume: Annotated[bool, flag("--resume", help="Go on with an interrupted run from each seed's last checkpoint; finished seeds are kept.")] = False,
+    force: Force = False,
     fmt: Format = TableFormat.table,
     quiet: Quiet = False,
     text_col: TextCol = None,
@@ -109,7 +77,7 @@ def train_cli(
 ) -> None:
     """Fine-tune a classifier with the Hugging Face Trainer, as the paper: 10 epochs, learning rate 5e-5 decaying linearly to 0, validation F1 of label 1 after every epoch, the best epoch kept.
 
-    The run folder holds one seed-N folder per seed (model and tokenizer, loadable by transformers; metrics.json; train_config.json; test_predictions.jsonl with --test) and summary.json. The table of best validation scores (and test scores with --test) goes to stdout. Examples:
+    The run folder holds one seed-N folder per seed (model and tokenizer, loadable by transformers; metrics.json; train_config.json; test_predictions.jsonl with --test) and summary.json. --force replaces the run folder as a whole (refused for a folder holding other files). The table of best validation scores (and test scores with --test) goes to stdout. Examples:
 
         smm4h train --epochs 3
 
@@ -118,11 +86,11 @@ def train_cli(
         smm4h train --train train.tsv --validation dev.tsv --test test.tsv --out runs/base
     """
     with_synthetic = with_synthetic or synthetic is not None
-    seed_list = parse_seeds(seeds) if seeds is not None else [seed]
+    seed_list = parse_list(seeds, "--seeds", int, "integers") if seeds is not None else [seed]
     options = TrainOptions(
         out=out or Path("runs/synthetic" if with_synthetic else "runs/baseline"),
         model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, device=device,
-        balance=balance, resume=resume, force=force, seed=seed_list[0], threads=threads, warmup_ratio=warmup,
+        balance=balance.value, resume=resume, force=force, seed=seed_list[0], threads=threads, warmup_ratio=warmup,
         precision=precision,
     )
     cols = columns(text_col, label_col, id_col)
@@ -149,35 +117,31 @@ def train_cli(
     check_out(options, seed_list)
     source = locate_model(model)
     if source.download and not quiet:
-        err.print(f"{model} is not in the local Hugging Face cache: downloading it from the Hub.", soft_wrap=True)
+        err.print(f"{escape(str(model))} is not in the local Hugging Face cache: downloading it from the Hub.", soft_wrap=True)
     preflight(options, train_frame, validation_frame, synthetic_frame, source)
     ctx.meta[RESUME_HINT] = resume_command(ctx)  # from here on, an interrupted run goes on with --resume
     if not quiet:
         extra = f" + {synthetic_frame.height:,} synthetic" if synthetic_frame is not None else ""
         err.print(
-            f"Training {options.model_name} on {train_frame.height:,} posts{extra} "
-            f"(validation {validation_frame.height:,}), {epochs} epochs, seeds {', '.join(map(str, seed_list))} → {options.out}",
+            f"Training {escape(options.model_name)} on {train_frame.height:,} posts{extra} "
+            f"(validation {validation_frame.height:,}), {epochs} epochs, seeds {', '.join(map(str, seed_list))} → {escape(str(options.out))}",
             soft_wrap=True,
         )
-    show = show_progress(quiet)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
-    display = _Display(progress) if show else None
-    with progress if show else nullcontext():
-        summary = train_seeds(options, seed_list, train_frame, validation_frame, synthetic_frame, progress=display, test_frame=test_frame, source=source)
+    with ProgressDisplay(quiet) as show:
+        result = train_seeds(options, seed_list, train_frame, validation_frame, synthetic_frame, progress=show, test_frame=test_frame, source=source)
 
     rows = []
-    for s, run in summary["runs"].items():
-        row = {"seed": int(s), "best epoch": run["best_epoch"], "val F1": run["best_f1"], "val precision": run["best_precision"], "val recall": run["best_recall"]}
-        if run.get("test"):
-            row.update({"test F1": run["test"]["f1"], "test precision": run["test"]["precision"], "test recall": run["test"]["recall"]})
-        row["seconds"] = round(run["train_seconds"])
+    for run in result.runs:
+        row = {"seed": run.seed, "best epoch": run.best_epoch, "val F1": run.best["f1"], "val precision": run.best["precision"], "val recall": run.best["recall"]}
+        if run.test:
+            row.update({"test F1": run.test["f1"], "test precision": run.test["precision"], "test recall": run.test["recall"]})
+        row["seconds"] = round(run.train_seconds)
         rows.append(row)
     emit_table(rows, fmt, title=f"smm4h train → {options.out}")
     if not quiet:
         if len(seed_list) > 1:
-            std = summary["best_f1_std"]
-            err.print(f"validation F1 over {len(seed_list)} seeds: {summary['best_f1_mean']:.3f} ± {std:.3f}")
-        err.print(f"Saved {options.out}/summary.json and {', '.join(f'seed-{s}' for s in seed_list)}/ (model, tokenizer, metrics.json).")
+            err.print(f"validation F1 over {len(seed_list)} seeds: {result.best_f1_mean:.3f} ± {result.best_f1_std:.3f}")
+        err.print(f"Saved {escape(str(options.out))}/summary.json and {', '.join(f'seed-{s}' for s in seed_list)}/ (model, tokenizer, metrics.json).", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,18 +17,20 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.generation import attributes as attrs
+from smm4h_cli.generation.batch import BATCH_PRICE_FACTOR, check_batch_backend, run_batch
 from smm4h_cli.generation.backends import PRICES, Backend, embedded_server, resolve_backend
 from smm4h_cli.generation.dedup import KINDS as DUPLICATE_KINDS
 from smm4h_cli.generation.dedup import find_duplicates
 from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, RetryPolicy, cached_result, run_calls
 from smm4h_cli.generation.parsing import parse_numbered_list
 from smm4h_cli.generation.prompts import REQUEST_STYLES, TaskDefinition, few_shot_prompt, prompt_hash, request_hash
+from smm4h_cli.progress import ProgressFn, report
 
 #: ``paper``: the paper's few-shot prompt. ``attributes``: the same, with one combination of
 #: attribute values fixed per call (AttrPrompt), spread evenly over the calls.
@@ -68,6 +70,9 @@ class GenerateOptions:
             when the server sends no Retry-After.
         repeat_penalty: sent as ``extra_body``; None: 1.2 for the embedded model, nothing otherwise.
         price_in, price_out: US$ per million prompt / completion tokens, for models without a known price.
+        batch: make the calls through the OpenAI Batch API (``batch.py``): half the price, answers within
+            24 h; needs ``cache_path`` (it keeps the batch in flight, so that a killed run resumes it).
+        poll_interval: seconds between the first polls of a batch (backing off to 30 times as long).
     """
 
     task: TaskDefinition
@@ -92,6 +97,8 @@ class GenerateOptions:
     repeat_penalty: float | None = None
     price_in: float | None = None
     price_out: float | None = None
+    batch: bool = False
+    poll_interval: float = 15.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, TaskDefinition):
@@ -128,6 +135,11 @@ class GenerateOptions:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative; got {value}.")
         if self.cache_path is not None:
             self.cache_path = Path(self.cache_path)
+        if self.poll_interval <= 0:
+            raise InputError(f"--poll-interval must be positive; got {self.poll_interval}.")
+        if self.batch and self.cache_path is None:
+            raise InputError("--batch needs a call cache, which keeps the batch in flight so that a killed run resumes it "
+                             "instead of paying twice: give --out FILE or --cache FILE, and leave out --no-cache.")
         if self.attributes is not None:
             self.attributes = attrs.validate_attributes(self.attributes, "--attributes")
         elif self.strategy == "attributes":
@@ -139,18 +151,6 @@ class GenerateOptions:
     @property
     def calls(self) -> int:
         return math.ceil(self.n / self.per_call)
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Where a run stands; sent to the ``progress`` callback after the cache is read and after each call."""
-
-    calls_done: int
-    calls_total: int
-    posts: int
-    prompt_tokens: int
-    completion_tokens: int
-    calls_failed: int
 
 
 @dataclass
@@ -183,6 +183,8 @@ class Summary:
     seconds: float = 0.0
     cache: str | None = None
     cache_lines_ignored: int = 0
+    price_factor: float = 1.0
+    batches: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -254,27 +256,31 @@ def plan_calls(options: GenerateOptions, backend: Backend, train: pl.DataFrame) 
 
 
 def estimate_cost(backend: Backend, prompt_tokens: int, completion_tokens: int,
-                  price_in: float | None = None, price_out: float | None = None) -> float | None:
-    """US$ for the tokens: the given prices, OpenAI's list price for a known model, 0 locally, else None."""
+                  price_in: float | None = None, price_out: float | None = None, factor: float = 1.0) -> float | None:
+    """US$ for the tokens: the given prices, OpenAI's list price for a known model, 0 locally, else None;
+    times ``factor`` (``batch.BATCH_PRICE_FACTOR`` for the Batch API)."""
     if price_in is not None or price_out is not None:
-        return round(((price_in or 0) * prompt_tokens + (price_out or 0) * completion_tokens) / 1e6, 6)
+        return round(factor * ((price_in or 0) * prompt_tokens + (price_out or 0) * completion_tokens) / 1e6, 6)
     if backend.kind == "embedded":
         return 0.0
     if backend.kind == "openai":
         known = [m for m in PRICES if backend.model == m or backend.model.startswith(m + "-")]
         if known:
             p_in, p_out = PRICES[max(known, key=len)]
-            return round((p_in * prompt_tokens + p_out * completion_tokens) / 1e6, 6)
+            return round(factor * (p_in * prompt_tokens + p_out * completion_tokens) / 1e6, 6)
     return None
 
 
 def generate(
     options: GenerateOptions,
     train: pl.DataFrame,
-    progress: Callable[[ProgressEvent], None] | None = None,
+    progress: ProgressFn | None = None,
     backend: Backend | None = None,
 ) -> tuple[pl.DataFrame, Summary]:
     """Generate ``options.n`` synthetic positive posts (as far as the model delivers them).
+
+    ``progress`` hears stage ``"generate"`` after the cache is read and after each call: calls
+    done of the calls planned, with "N posts · T tokens · F failed" as the detail.
 
     ``backend``: a resolved backend; None resolves ``options.model``/``options.base_url``. An
     embedded backend without a ``base_url`` starts (and stops) its own server, and only when
@@ -283,6 +289,8 @@ def generate(
     started = time.monotonic()
     backend = backend or resolve_backend(options.model, options.base_url)
     plan = plan_calls(options, backend, train)
+    if options.batch:
+        check_batch_backend(backend)  # the embedded model, or a server without /v1/batches: refused before any call
     cache = CallCache(options.cache_path)
     cached = cache.load()
     results: dict[int, CallResult] = {}
@@ -300,13 +308,16 @@ def generate(
             tally["posts"] += len(parse_numbered_list(result.content, counts[result.index], result.finish_reason).posts)
         tally["prompt"] += result.prompt_tokens
         tally["completion"] += result.completion_tokens
-        if progress is not None:
-            progress(ProgressEvent(len(results), len(plan), tally["posts"], tally["prompt"], tally["completion"], tally["failed"]))
+        tell()
+
+    def tell() -> None:
+        tokens = tally["prompt"] + tally["completion"]
+        report(progress, "generate", len(results), len(plan), f"{tally['posts']:,} posts · {tokens:,} tokens · {tally['failed']:,} failed")
 
     for result in list(results.values()):
         note(result)
-    if progress is not None and not results:
-        progress(ProgressEvent(0, len(plan), 0, 0, 0, 0))
+    if not results:
+        tell()
     todo = [call.spec for call in plan if call.index not in results]
     embedded = backend.kind == "embedded"
     timeout = options.timeout or (EMBEDDED_TIMEOUT if embedded else DEFAULT_TIMEOUT)
@@ -314,7 +325,10 @@ def generate(
     # llama-cpp-python's server answers one request at a time: queued requests would only run
     # down their timeouts.
     concurrency = 1 if embedded else options.concurrency
-    if todo:
+    batches: list[str] = []
+    if todo and options.batch:
+        batches = run_batch(todo, backend, cache, note, poll_interval=options.poll_interval, timeout=timeout, progress=progress)
+    elif todo:
         if embedded and backend.base_url is None:
             with embedded_server() as url:
                 run_calls(todo, replace(backend, base_url=url), cache, concurrency, policy, note)
@@ -325,14 +339,16 @@ def generate(
     summary.cache = str(options.cache_path) if options.cache_path is not None else None
     summary.cache_lines_ignored = cache.ignored
     summary.seconds = round(time.monotonic() - started, 2)
+    summary.batches = batches
     return frame, summary
 
 
 def nothing_to_write(summary: Summary) -> str | None:
     """Why a run has no post to write (every call failed, no answer parsed, every post dropped), or None.
 
-    An empty file would only be refused by every reader, so such a run writes none and says how
-    to go on; the answers that came stay in the cache.
+    The one rule for an empty generation, for every caller of ``generate`` (the command, the
+    study): an empty file would only be refused by every reader, so such a run writes none and
+    stops with this message, which says how to go on; the answers that came stay in the cache.
     """
     if summary.posts_kept:
         return None
@@ -368,7 +384,7 @@ def _assemble(options: GenerateOptions, backend: Backend, train: pl.DataFrame,
     summary = Summary(
         strategy=options.strategy, model=backend.model, backend=backend.kind, task=options.task.name, n=options.n,
         seed=options.seed, temperature=options.temperature, examples=options.examples, request_style=style,
-        calls=len(plan), dedup=options.dedup,
+        calls=len(plan), dedup=options.dedup, price_factor=BATCH_PRICE_FACTOR if options.batch else 1.0,
     )
     issues: Counter = Counter()
     errors: Counter = Counter()
@@ -413,5 +429,6 @@ def _assemble(options: GenerateOptions, backend: Backend, train: pl.DataFrame,
     elif options.dedup != "off":
         summary.duplicates = {k: 0 for k in DUPLICATE_KINDS}
     summary.posts_kept = frame.height
-    summary.cost_usd = estimate_cost(backend, summary.prompt_tokens, summary.completion_tokens, options.price_in, options.price_out)
+    summary.cost_usd = estimate_cost(backend, summary.prompt_tokens, summary.completion_tokens, options.price_in, options.price_out,
+                                     summary.price_factor)
     return frame, summary

@@ -6,7 +6,6 @@ its own longest post, then put back in the input order.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +13,8 @@ import numpy as np
 import polars as pl
 
 from smm4h_cli.errors import InputError
-from smm4h_cli.training.run_dir import SUMMARY, TRAIN_CONFIG, check_complete, is_seed_of_run, run_seeds, seed_dir
-
-#: Characters of a post kept for every token of ``max_length`` before tokenizing (see ``encode``).
-CHARS_PER_TOKEN = 16
-#: How far ``encode`` looks into a post of unusually long words, in characters per token.
-_MAX_CHARS_PER_TOKEN = 1024
+from smm4h_cli.training.hf import encode, load_classifier, set_threads
+from smm4h_cli.training.run_dir import resolve_run_dir, run_config
 
 
 @dataclass
@@ -51,76 +46,6 @@ class PredictOptions:
             raise InputError(f"--threads must be at least 1; got {self.threads}.")
 
 
-def resolve_run_dir(path: str | Path) -> Path:
-    """The folder holding the model: ``path`` itself, or the one seed its run's summary lists.
-
-    A seed folder of ``smm4h train`` must be complete (``run_dir.check_complete``); other
-    transformers classifier folders are taken as they are.
-    """
-    try:
-        return _resolve_run_dir(Path(path))
-    except PermissionError:
-        raise InputError(f"{path}: permission denied, the run folder cannot be read. Check its permissions (ls -l '{path}').") from None
-    except OSError as exc:
-        raise InputError(f"{path}: the run folder could not be read ({exc.strerror or exc}).") from None
-
-
-def _resolve_run_dir(p: Path) -> Path:
-    if not p.exists():
-        raise InputError(f"{p}: no such run folder. Give the --out folder of smm4h train (or one of its seed-N folders).")
-    if not p.is_dir():
-        raise InputError(f"{p} is a file; give the run folder that smm4h train wrote (it holds config.json and the model).")
-    if is_seed_of_run(p):
-        return check_complete(p)
-    if (p / "config.json").exists():
-        return p
-    if not (p / SUMMARY).exists() and not any(p.glob("seed-*")):
-        raise InputError(f"{p} holds no trained model (no config.json, no {SUMMARY} of smm4h train). Give the right folder.")
-    seeds = run_seeds(p)
-    if len(seeds) > 1:
-        names = ", ".join(str(seed_dir(p, s)) for s in seeds[:3])
-        raise InputError(f"{p} holds {len(seeds)} trained seeds ({names}{', ...' if len(seeds) > 3 else ''}); give one of them, e.g. {seed_dir(p, seeds[0])}.")
-    return check_complete(seed_dir(p, seeds[0]))
-
-
-def run_config(run_dir: Path) -> dict:
-    path = run_dir / TRAIN_CONFIG
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} could not be read ({getattr(exc, 'strerror', None) or exc}).") from None
-
-
-def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def load_classifier(run_dir: Path, device: str):
-    """Model (in eval mode, on ``device``) and tokenizer from a run folder or any HF classifier folder."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from smm4h_cli.training.train import quiet_transformers
-
-    quiet_transformers()
-    from safetensors import SafetensorError
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(run_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(run_dir)
-    except (OSError, ValueError, EOFError, SafetensorError) as exc:  # a missing, truncated or corrupt file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"{run_dir}: could not load the model and tokenizer ({first}). The folder is incomplete or a file in it "
-            "is damaged: copy it again, or train again."
-        ) from None
-    if model.config.num_labels != 2:
-        raise InputError(f"{run_dir}: the model has {model.config.num_labels} labels; smm4h classifiers are binary (2).")
-    return model.to(device).eval(), tokenizer
-
-
 def positive_probabilities(model, tokenizer, texts: list[str], *, batch_size: int, max_length: int, device: str) -> np.ndarray:
     """Probability of label 1 for each text, in the order given."""
     import torch
@@ -136,42 +61,6 @@ def positive_probabilities(model, tokenizer, texts: list[str], *, batch_size: in
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
             probs[idx] = torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
     return probs
-
-
-def _prefix(text: str, limit: int) -> str:
-    """The first ``limit`` characters of ``text``, ending at a space where there is one to end at."""
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
-    return cut[:space] if space > 0 else cut
-
-
-def encode(tokenizer, texts: list[str], max_length: int, padding: bool | str = False):
-    """The tokens of each text, cut to ``max_length``: the one place posts are tokenized.
-
-    A post is first cut to its first ``max_length * CHARS_PER_TOKEN`` characters (at a space), so
-    that a 50 MB post costs what a short one does; where that prefix gives fewer than
-    ``max_length`` tokens (very long words), a longer one is taken, so the tokens are those of the
-    whole post.
-    """
-    limit = max_length * CHARS_PER_TOKEN
-    cut = [_prefix(t, limit) for t in texts]
-    encoded = tokenizer(cut, truncation=True, max_length=max_length, padding=padding)
-
-    def n_tokens(i: int) -> int:
-        mask = encoded.get("attention_mask")
-        return int(sum(mask[i])) if mask is not None else len(encoded["input_ids"][i])
-
-    for i, text in enumerate(texts):
-        size = limit
-        while len(cut[i]) < len(text) and n_tokens(i) < max_length and size < max_length * _MAX_CHARS_PER_TOKEN:
-            size *= 4
-            cut[i] = _prefix(text, size)
-            again = tokenizer(cut[i], truncation=True, max_length=max_length, padding=padding)
-            for key in encoded.keys():
-                encoded[key][i] = again[key]
-    return encoded
 
 
 def with_predictions(frame: pl.DataFrame, probs: np.ndarray, threshold: float) -> pl.DataFrame:
@@ -190,7 +79,7 @@ def predict(run_dir: str | Path, frame: pl.DataFrame, options: PredictOptions = 
     folder = resolve_run_dir(run_dir)
     device = resolve_device(options.device)
     set_threads(options.threads)
-    model, tokenizer = load_classifier(folder, device)
+    model, tokenizer = load_classifier(folder, device=device)
     max_length = options.max_length or run_config(folder).get("max_length") or 128
     probs = positive_probabilities(
         model, tokenizer, frame["text"].to_list(), batch_size=options.batch_size, max_length=max_length, device=device

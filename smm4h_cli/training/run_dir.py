@@ -1,4 +1,9 @@
-"""The run folder of ``smm4h train``: which seeds it holds, and whether a seed is complete.
+"""The run folder of ``smm4h train``: every path in it, creating and replacing it, which seeds
+it holds, whether a seed is complete, and whether a run can be resumed.
+
+Layout: ``summary.json`` and one ``seed-N`` folder per seed, holding the model and tokenizer,
+``train_config.json`` (written first), ``metrics.json`` (written last: the completion marker),
+``test_predictions.jsonl`` with a test set, and ``checkpoints/`` while the seed trains.
 
 The rule every reader follows (``predict``, ``compare``, the study): a run's seeds are the ones
 its ``summary.json`` lists, never the ``seed-N`` folders that happen to be on disk, and a seed
@@ -11,10 +16,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from smm4h_cli.errors import InputError
+from smm4h_cli.io import check_writable, write_json
 
 SUMMARY = "summary.json"
 METRICS = "metrics.json"
@@ -24,6 +31,13 @@ CHECKPOINTS = "checkpoints"
 #: Files whose sizes the completion marker (``metrics.json``) records and readers check.
 _SEALED = ("*.safetensors", "*.bin", TEST_PREDICTIONS)
 _SEED_DIR = re.compile(r"seed-(-?\d+)")
+#: Settings that must match for --resume to go on with a run (the rest may change: device, threads),
+#: with the option that sets each.
+RESUME_KEYS = {
+    "model": "--model", "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "max_length": "--max-length",
+    "balance": "--balance", "warmup_ratio": "--warmup", "weight_decay": "--weight-decay", "padding": "padding",
+    "group_by_length": "group_by_length",
+}
 
 
 def seed_dir(run: Path, seed: int) -> Path:
@@ -126,3 +140,152 @@ def foreign_entries(folder: Path) -> list[str]:
             continue
         foreign.append(name)
     return foreign
+
+
+# ----------------------------------------------------------------------------- writing a run
+
+
+def check_out(out: Path, seeds: list[int], *, resume: bool, force: bool, config: dict[str, Any]) -> None:
+    """The run folder can take this run (checks only; nothing is changed).
+
+    ``force`` replaces the run folder as a whole, so it is refused for a folder that holds
+    anything but a run (it would be deleted); ``resume`` is refused with changed settings.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --out takes a folder for the run.")
+    check_writable(out, folder=True)  # before any model is loaded or anything trained
+    existing = out.is_dir() and ((out / SUMMARY).exists() or any(seed_dir(out, s).exists() for s in seeds))
+    if existing and not (resume or force):
+        raise InputError(f"{out} already holds a run. Pass --resume to go on with it, --force to replace it, or choose another --out.")
+    others = foreign_entries(out) if force and out.is_dir() else []
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise InputError(
+            f"{out} holds files that are not part of a smm4h run ({shown}), and --force replaces the run folder "
+            f"as a whole. Choose another --out (a new or empty folder), or move those files away."
+        )
+    if resume:
+        check_resumable(out, seeds, config)
+
+
+def prepare_out(out: Path, seeds: list[int], *, resume: bool, force: bool, config: dict[str, Any]) -> None:
+    """Check the run folder, then create it; with ``force`` the old run goes as a whole first, so
+    that no seed of an earlier call is left for a reader to find."""
+    check_out(out, seeds, resume=resume, force=force, config=config)
+    if force and out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def check_resumable(out: Path, seeds: list[int], config: dict[str, Any]) -> None:
+    """--resume goes on only with the settings the run was started with: those its summary and
+    every seed folder already there (finished or not) record."""
+    recorded: list[tuple[Path, dict]] = []
+    for path in [out / SUMMARY] + [seed_dir(out, s) / TRAIN_CONFIG for s in seeds]:
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise InputError(f"{path}: unreadable ({exc}), so --resume cannot check the run's settings. Pass --force to start over.") from None
+            recorded.append((path, old.get("config", {}) if path.name == SUMMARY else old))
+    for path, old in recorded:
+        changed = [k for k in RESUME_KEYS if k in old and old[k] != config.get(k)]
+        if changed:
+            settings = ", ".join(f"{RESUME_KEYS[k]} {old[k]} (now {config.get(k)})" for k in changed)
+            raise InputError(
+                f"{out} was trained with other settings ({path.name}): {settings}. --resume goes on with the "
+                f"same settings only, so that the run records the settings its models were trained with. Pass the "
+                f"same options, or --force to start over."
+            )
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint of a seed folder whose trainer state was written (the Trainer writes it last)."""
+    checkpoints = folder / CHECKPOINTS
+    done = [c for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").exists() and c.name.split("-")[-1].isdigit()]
+    return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
+
+
+def start_seed(folder: Path, config: dict[str, Any], resume: bool) -> str | None:
+    """Make ``folder`` ready to train a seed and record its configuration; returns the checkpoint
+    to go on from (``resume`` and one is there), else the folder starts clean."""
+    last = last_complete_checkpoint(folder) if resume else None
+    if last is None and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / TRAIN_CONFIG, config)
+    return last
+
+
+def seed_finished(folder: Path) -> bool:
+    """Finished (its marker is there); ``check_complete`` then vouches for its files."""
+    return (folder / METRICS).exists() and check_complete(folder) is not None
+
+
+def read_metrics(folder: Path) -> dict[str, Any]:
+    """A finished seed's metrics, without the file sizes of its completion marker."""
+    metrics = json.loads((folder / METRICS).read_text(encoding="utf-8"))
+    metrics.pop("files", None)
+    return metrics
+
+
+def finish_seed(folder: Path, metrics: dict[str, Any]) -> None:
+    """The seed's completion marker, written last (its metrics and the sizes of its model and
+    predictions); its checkpoints go."""
+    write_json(folder / METRICS, {**metrics, "files": sealed_files(folder)})
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
+
+
+def keep_seeds(run: Path, seeds: list[int], forget_test: bool = False) -> None:
+    """Remove the seed folders of ``run`` other than ``seeds``; with ``forget_test`` the kept
+    seeds' test predictions go too (a new test file: they are predicted again)."""
+    wanted = {seed_dir(run, s).name for s in seeds}
+    for left_out in [d for d in Path(run).glob("seed-*") if d.name not in wanted]:
+        shutil.rmtree(left_out)
+    if forget_test:
+        for s in seeds:
+            (seed_dir(run, s) / TEST_PREDICTIONS).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- reading a model
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """The folder holding the model: ``path`` itself, or the one seed its run's summary lists.
+
+    A seed folder of ``smm4h train`` must be complete (``check_complete``); other transformers
+    classifier folders are taken as they are.
+    """
+    try:
+        return _resolve_run_dir(Path(path))
+    except PermissionError:
+        raise InputError(f"{path}: permission denied, the run folder cannot be read. Check its permissions (ls -l '{path}').") from None
+    except OSError as exc:
+        raise InputError(f"{path}: the run folder could not be read ({exc.strerror or exc}).") from None
+
+
+def _resolve_run_dir(p: Path) -> Path:
+    if not p.exists():
+        raise InputError(f"{p}: no such run folder. Give the --out folder of smm4h train (or one of its seed-N folders).")
+    if not p.is_dir():
+        raise InputError(f"{p} is a file; give the run folder that smm4h train wrote (it holds config.json and the model).")
+    if is_seed_of_run(p):
+        return check_complete(p)
+    if (p / "config.json").exists():
+        return p
+    if not (p / SUMMARY).exists() and not any(p.glob("seed-*")):
+        raise InputError(f"{p} holds no trained model (no config.json, no {SUMMARY} of smm4h train). Give the right folder.")
+    seeds = run_seeds(p)
+    if len(seeds) > 1:
+        names = ", ".join(str(seed_dir(p, s)) for s in seeds[:3])
+        raise InputError(f"{p} holds {len(seeds)} trained seeds ({names}{', ...' if len(seeds) > 3 else ''}); give one of them, e.g. {seed_dir(p, seeds[0])}.")
+    return check_complete(seed_dir(p, seeds[0]))
+
+
+def run_config(folder: Path) -> dict:
+    """The training configuration of a seed folder (empty for other classifier folders)."""
+    path = folder / TRAIN_CONFIG
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} could not be read ({getattr(exc, 'strerror', None) or exc}).") from None

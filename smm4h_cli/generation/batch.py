@@ -1,0 +1,347 @@
+"""The calls through the OpenAI Batch API (``generate --batch``): half the price, answers within 24 h.
+
+One round: the calls not in the cache become one JSON-lines request file (``custom_id`` = the
+call's cache key), uploaded (``/v1/files``, purpose ``batch``); a batch is created on it
+(``/v1/batches``, endpoint ``/v1/chat/completions``, window 24 h) and polled with backoff until
+it ends; its output and error files are downloaded, and every answer passes the one gate of
+the synchronous path (:func:`engine.answer_of_completion`, hence ``check_answer``) before it is
+cached and used.
+
+Resume: the batch in flight is kept in a sidecar beside the cache (``CACHE.batch.json``),
+written before each step that costs money can be repeated: after the upload (the input file's
+id), and after the batch is created (its id). A run killed at any moment resumes that batch; one
+killed between the create and the save finds it again by its input file (``GET /v1/batches``),
+so no batch is ever submitted twice. The sidecar is removed when the run has every answer or has
+reported the calls that failed.
+
+Ends other than ``completed``: the requests of a ``partially failed`` batch (its error file),
+an ``expired`` or a ``cancelled`` one (their requests not answered) are submitted again in a
+new batch, once (``rounds`` = 2), then reported as failed calls; a request refused for itself
+(HTTP 400) and every request of a ``failed`` batch (the file was refused) are reported at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from smm4h_cli import io
+from smm4h_cli.errors import InputError, RunError
+from smm4h_cli.generation.backends import Backend, redact
+from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, MalformedAnswer, answer_of_completion
+from smm4h_cli.progress import ProgressFn, report
+
+#: The Batch API costs half of the synchronous price (OpenAI's price list).
+BATCH_PRICE_FACTOR = 0.5
+#: A request is sent in at most this many batches (the first, and one resubmission).
+BATCH_ROUNDS = 2
+ENDPOINT = "/v1/chat/completions"
+WINDOW = "24h"
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+#: Polls back off from ``poll_interval`` by this factor up to this many times ``poll_interval``.
+POLL_GROWTH, POLL_CAP = 1.5, 30
+#: Consecutive transient errors (connection, timeout, 429, 5xx) of one step before the run stops.
+TRANSIENT_TRIES = 8
+
+
+def state_path(cache_path: Path) -> Path:
+    """The sidecar of the batch in flight, beside the call cache (and under its lock)."""
+    return cache_path.with_name(cache_path.name + ".batch.json")
+
+
+def _client(backend: Backend, timeout: float):
+    import openai
+
+    return openai.OpenAI(base_url=backend.base_url, api_key=backend.api_key(), max_retries=0, timeout=timeout)
+
+
+def _message(exc: Exception) -> str:
+    return redact(str(getattr(exc, "message", "") or exc))[:300]
+
+
+def check_batch_backend(backend: Backend, timeout: float = 10.0) -> None:
+    """Refuse ``--batch`` (InputError, before any call) for the embedded model and for a server
+    without the Batch API (``GET /batches?limit=1`` answers 404, 405 or 501)."""
+    import openai
+
+    if backend.kind == "embedded":
+        raise InputError(
+            "--batch needs the OpenAI Batch API, and the embedded model has none. Leave out --batch, or give "
+            "--model (OpenAI) or --base-url (a server with /v1/batches)."
+        )
+    client = _client(backend, timeout)
+    try:
+        client.batches.list(limit=1)
+    except openai.APIStatusError as exc:
+        if exc.status_code in (401, 403):
+            raise InputError(f"the server at {backend.base_url} refused the API key ({exc.status_code}); check OPENAI_API_KEY.") from None
+        if exc.status_code in (404, 405, 501):
+            raise InputError(
+                f"the server at {backend.base_url} has no Batch API (GET /batches answered {exc.status_code}). "
+                "Leave out --batch to make the calls one by one."
+            ) from None
+        raise RunError(f"the server at {backend.base_url} answered {exc.status_code} to GET /batches: {_message(exc)}. Try again later.") from None
+    except (openai.APIConnectionError, openai.APITimeoutError):
+        raise InputError(f"cannot reach the server at {backend.base_url}: start it, or fix --base-url.") from None
+    finally:
+        client.close()
+
+
+def request_line(spec: CallSpec) -> dict[str, Any]:
+    """One line of the request file: the synchronous request, with ``extra_body`` merged into the body."""
+    body = {k: v for k, v in spec.request.items() if k != "extra_body"}
+    body.update(spec.request.get("extra_body") or {})
+    return {"custom_id": spec.key, "method": "POST", "url": ENDPOINT, "body": body}
+
+
+def _transient(step: str, sleep: Callable[[float], None], base: float, fn: Callable[[], Any], batch_hint: str) -> Any:
+    """``fn()``, retried with backoff on connection errors, timeouts, 429 and 5xx."""
+    import openai
+
+    for attempt in range(TRANSIENT_TRIES):
+        try:
+            return fn()
+        except openai.APIStatusError as exc:
+            if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
+                raise
+            error = f"HTTP {exc.status_code}"
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            error = type(exc).__name__
+        if attempt + 1 < TRANSIENT_TRIES:
+            sleep(min(base * POLL_CAP, base * 2**attempt))
+    raise RunError(f"{step} failed {TRANSIENT_TRIES} times ({error}). {batch_hint}")
+
+
+class BatchRunner:
+    """The rounds of one ``--batch`` run; see the module docstring."""
+
+    def __init__(self, backend: Backend, cache: CallCache, on_result: Callable[[CallResult], None], *,
+                 poll_interval: float = 15.0, timeout: float = 120.0, progress: ProgressFn | None = None,
+                 rounds: int = BATCH_ROUNDS, sleep: Callable[[float], None] = time.sleep):
+        if cache.path is None:
+            raise InputError("--batch needs a call cache (it keeps the batch's id, so that a killed run resumes it): give --cache FILE or --out FILE.")
+        self.backend, self.cache, self.on_result = backend, cache, on_result
+        self.poll_interval, self.timeout, self.progress, self.rounds, self.sleep = poll_interval, timeout, progress, rounds, sleep
+        self.state_file = state_path(cache.path)
+        self.batch_ids: list[str] = []
+
+    # ---------------------------------------------------------------- the sidecar
+
+    def _load_state(self) -> dict | None:
+        try:
+            state = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise InputError(f"cannot read {self.state_file}, the record of the batch in flight. Delete it to submit a new batch.") from None
+        if not (isinstance(state, dict) and isinstance(state.get("keys"), list) and isinstance(state.get("round"), int)):
+            raise InputError(f"{self.state_file} is not a record of a batch. Delete it to submit a new batch.")
+        return state
+
+    def _save_state(self, state: dict) -> None:
+        try:
+            io.write_json(self.state_file, state)
+        except OSError as exc:
+            raise RunError(f"cannot write {self.state_file}: {exc.strerror}.") from None
+
+    def _hint(self, state: dict | None) -> str:
+        if state and state.get("batch_id"):
+            return f"Run the same command again to resume batch {state['batch_id']} (its id is kept in {self.state_file})."
+        return "Run the same command again; finished calls come from the cache."
+
+    # ---------------------------------------------------------------- the rounds
+
+    def run(self, specs: list[CallSpec]) -> None:
+        """Answer every spec: each gets one ``on_result`` call, an answer (also cached) or a failure."""
+        import openai
+
+        try:
+            self._run(specs)
+        except openai.APIStatusError as exc:  # an answer no round can get past: a refused key, a bad request
+            what = "refused the API key; check OPENAI_API_KEY" if exc.status_code in (401, 403) else _message(exc)
+            raise RunError(f"the Batch API answered {exc.status_code}: {what}. {self._hint(self._load_state())}") from None
+
+    def _run(self, specs: list[CallSpec]) -> None:
+        pending = {spec.key: spec for spec in specs}
+        last_error: dict[str, str] = {}
+        client = _client(self.backend, self.timeout)
+        try:
+            state = self._load_state()
+            next_round = state["round"] if state else 0
+            while pending:
+                if state is None or not pending.keys() & set(state["keys"]):
+                    if next_round >= self.rounds:
+                        break
+                    state = self._upload(client, sorted(pending.values(), key=lambda s: s.index), next_round)
+                batch = self._attach(client, state)
+                batch = self._poll(client, batch, state)
+                answers, errors = self._collect(client, batch, state)
+                rounds_used = state["round"] + 1
+                for key in state["keys"]:
+                    spec = pending.get(key)
+                    if spec is None:
+                        continue
+                    if key in answers:
+                        self._answer(spec, answers[key], state["round"])
+                    else:
+                        error, final = errors.get(key, (f"batch {batch.status if batch else 'lost'}", False))
+                        if final or rounds_used >= self.rounds:
+                            self._fail(spec, error, final, rounds_used)
+                        else:
+                            last_error[key] = error
+                            continue
+                    del pending[key]
+                next_round, state = rounds_used, None
+                if pending and next_round < self.rounds:  # a run killed now goes on with the next round
+                    self._save_state({"round": next_round, "keys": [], "input_file_id": None, "batch_id": None})
+            for spec in sorted(pending.values(), key=lambda s: s.index):
+                self._fail(spec, last_error.get(spec.key, "batch not answered"), False, next_round)
+            self.state_file.unlink(missing_ok=True)
+        finally:
+            client.close()
+
+    def _answer(self, spec: CallSpec, answer: dict, round_: int) -> None:
+        result = CallResult(spec.index, spec.key, **answer, retries=round_)
+        self.cache.append({
+            "key": result.key, "call": result.index, "content": result.content, "finish_reason": result.finish_reason,
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "retries": result.retries,
+        })
+        self.on_result(result)
+
+    def _fail(self, spec: CallSpec, error: str, final: bool, rounds_used: int) -> None:
+        text = error if final else f"{error} after {rounds_used} batch{'es' if rounds_used != 1 else ''}"
+        self.on_result(CallResult(spec.index, spec.key, retries=max(0, rounds_used - 1), error=text))
+
+    def _upload(self, client, specs: list[CallSpec], round_: int) -> dict:
+        import openai
+
+        data = "".join(json.dumps(request_line(s), ensure_ascii=False) + "\n" for s in specs).encode("utf-8")
+        report(self.progress, "batch", 0, len(specs), f"uploading {len(specs):,} requests", milestone=True)
+        try:
+            uploaded = _transient("uploading the batch requests", self.sleep, self.poll_interval,
+                                  lambda: client.files.create(file=("smm4h-batch.jsonl", data, "application/jsonl"), purpose="batch"),
+                                  self._hint(None))
+        except openai.APIStatusError as exc:
+            if exc.status_code in (404, 405, 501):
+                raise InputError(f"the server at {self.backend.base_url} has no file upload for the Batch API ({exc.status_code}). Leave out --batch.") from None
+            raise RunError(f"the server refused the batch request file ({exc.status_code}): {_message(exc)}.") from None
+        state = {"round": round_, "keys": [s.key for s in specs], "input_file_id": uploaded.id, "batch_id": None}
+        self._save_state(state)
+        return state
+
+    def _attach(self, client, state: dict):
+        """The batch of ``state``: retrieved by its id, found by its input file, or created (once)."""
+        import openai
+
+        hint = self._hint(state)
+        if state.get("batch_id"):
+            try:
+                return _transient("asking for the batch", self.sleep, self.poll_interval, lambda: client.batches.retrieve(state["batch_id"]), hint)
+            except openai.NotFoundError:
+                return None  # gone (deleted on the server): its requests count as not answered
+        for _ in range(TRANSIENT_TRIES):
+            # a run killed (or a connection dropped) after the create and before the save: find it
+            found = _transient("listing the batches", self.sleep, self.poll_interval,
+                               lambda: [b for b in client.batches.list(limit=100) if b.input_file_id == state["input_file_id"]], hint)
+            if found:
+                batch = found[0]
+                break
+            try:
+                batch = client.batches.create(
+                    input_file_id=state["input_file_id"], endpoint=ENDPOINT, completion_window=WINDOW,
+                    metadata={"created_by": "smm4h generate"},
+                )
+                break
+            except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError):
+                self.sleep(self.poll_interval)
+            except openai.APIStatusError as exc:
+                self.state_file.unlink(missing_ok=True)
+                raise RunError(f"the server refused to create the batch ({exc.status_code}): {_message(exc)}.") from None
+        else:
+            raise RunError(f"the batch could not be created after {TRANSIENT_TRIES} tries. {hint}")
+        state["batch_id"] = batch.id
+        self._save_state(state)
+        return batch
+
+    def _poll(self, client, batch, state: dict):
+        import openai
+
+        if batch is None:
+            return None
+        if batch.id not in self.batch_ids:
+            self.batch_ids.append(batch.id)
+        wait = self.poll_interval
+        while True:
+            counts = batch.request_counts
+            done = (counts.completed + counts.failed) if counts else 0
+            total = counts.total if counts and counts.total else len(state["keys"])
+            report(self.progress, "batch", done, total, f"{batch.id} {batch.status}", milestone=batch.status in TERMINAL)
+            if batch.status in TERMINAL:
+                return batch
+            self.sleep(wait)
+            wait = min(wait * POLL_GROWTH, self.poll_interval * POLL_CAP)
+            try:
+                batch = _transient("asking for the batch", self.sleep, self.poll_interval,
+                                   lambda: client.batches.retrieve(batch.id), self._hint(state))
+            except openai.NotFoundError:
+                return None
+
+    def _collect(self, client, batch, state: dict) -> tuple[dict[str, dict], dict[str, tuple[str, bool]]]:
+        """Answers (checked) and errors ``(text, final)`` by custom id, from the batch's files."""
+        answers: dict[str, dict] = {}
+        errors: dict[str, tuple[str, bool]] = {}
+        if batch is None:
+            return answers, errors
+        if batch.status == "failed":
+            found = [e for e in (batch.errors.data or [])] if batch.errors else []
+            why = "; ".join(redact(f"{e.code}: {e.message}")[:300] for e in found) or "no reason given"
+            return answers, {key: (f"batch failed: {why}", True) for key in state["keys"]}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            raw = _transient("downloading the batch results", self.sleep, self.poll_interval,
+                             lambda: client.files.content(file_id).content, self._hint(state))
+            for line in io.jsonl_lines(raw.decode("utf-8", errors="replace")):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # its request counts as not answered
+                if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
+                    key, outcome = record["custom_id"], _outcome(record)
+                    if isinstance(outcome, dict):
+                        answers[key] = outcome
+                        errors.pop(key, None)
+                    elif key not in answers:
+                        errors[key] = outcome
+        return answers, errors
+
+
+def _outcome(record: dict) -> dict | tuple[str, bool]:
+    """A checked answer, or ``(error, final)``: a request refused for itself (4xx but 408, 409,
+    429) is final; a server error, a rate limit, an expiry or a malformed answer is sent again."""
+    response = record.get("response") if isinstance(record.get("response"), dict) else {}
+    status = response.get("status_code")
+    if status == 200:
+        try:
+            return answer_of_completion(response.get("body"))
+        except MalformedAnswer as exc:
+            return f"malformed response ({exc})", False
+    error = record.get("error") if isinstance(record.get("error"), dict) else None
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    detail = error or (body.get("error") if isinstance(body.get("error"), dict) else {}) or {}
+    message = redact(str(detail.get("message") or detail.get("code") or ""))[:300]
+    if isinstance(status, int):
+        final = 400 <= status < 500 and status not in (408, 409, 429)
+        return (f"HTTP {status}: {message}" if final else f"HTTP {status}"), final
+    return f"batch request {detail.get('code') or 'error'}", False
+
+
+def run_batch(specs: list[CallSpec], backend: Backend, cache: CallCache, on_result: Callable[[CallResult], None],
+              **kwargs: Any) -> list[str]:
+    """Make the calls (none cached) through the Batch API; return the ids of the batches used."""
+    runner = BatchRunner(backend, cache, on_result, **kwargs)
+    if specs:
+        runner.run(specs)
+    return runner.batch_ids

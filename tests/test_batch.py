@@ -1,0 +1,214 @@
+"""``smm4h generate --batch``: the OpenAI Batch API engine against a scripted loopback server
+(tests/scripted_batch.py) with the API's state changes, never the real API: a full run equals the
+synchronous run, a kill -9 while the batch is in progress resumes the same batch, and partial,
+expired, cancelled and failed batches are resubmitted once or reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import openai
+import polars as pl
+import pytest
+
+from smm4h_cli.errors import InputError, RunError
+from smm4h_cli.generation.batch import BATCH_PRICE_FACTOR, state_path
+from smm4h_cli.generation.engine import CallCache
+from smm4h_cli.generation.generate import generate
+from smm4h_cli.io import read_records
+from smm4h_cli.progress import ProgressEvent
+from conftest import ROOT
+from scripted_batch import ScriptedBatch
+from test_generate import TRAIN5, Scripted, options
+
+
+@pytest.fixture
+def train5() -> pl.DataFrame:
+    return read_records(TRAIN5, require_label=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_openai_env(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def batch_options(server, tmp_path, **kw):
+    return options(base_url=server.url, batch=True, poll_interval=0.01, cache_path=tmp_path / "c.cache.jsonl", **kw)
+
+
+def cached_calls(tmp_path) -> list[int]:
+    return sorted(json.loads(line)["call"] for line in (tmp_path / "c.cache.jsonl").read_text().splitlines())
+
+
+def test_a_batch_run_writes_the_posts_of_the_synchronous_run_at_half_the_cost(train5, tmp_path):
+    prices = {"price_in": 10.0, "price_out": 30.0}
+    with Scripted() as server:
+        sync, sync_summary = generate(options(base_url=server.url, **prices), train5)
+    events: list[ProgressEvent] = []
+    with ScriptedBatch() as server:
+        posts, summary = generate(batch_options(server, tmp_path, **prices), train5, progress=events.append)
+        assert server.creates == 1 and server.uploads == 1 and server.submitted == [[0, 1, 2]]
+        assert server.history["batch_0"] == ["validating", "in_progress", "in_progress", "in_progress", "finalizing", "completed"]
+    assert posts.equals(sync) and posts.height == 30
+    assert summary.calls_failed == 0 and summary.batches == ["batch_0"] and summary.price_factor == BATCH_PRICE_FACTOR
+    assert summary.prompt_tokens == sync_summary.prompt_tokens > 0
+    assert summary.cost_usd == pytest.approx(sync_summary.cost_usd * BATCH_PRICE_FACTOR)
+    statuses = [e.detail for e in events if getattr(e, "stage", None) == "batch"]  # until generate() speaks smm4h_cli.progress too
+    assert "batch_0 validating" in statuses and "batch_0 in_progress" in statuses and statuses[-1] == "batch_0 completed"
+    assert cached_calls(tmp_path) == [0, 1, 2]
+    assert not state_path(tmp_path / "c.cache.jsonl").exists()  # the batch is done: no record left to resume
+    with ScriptedBatch() as server:  # run again: every call from the cache, no batch
+        again, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 0 and server.uploads == 0
+    assert again.equals(sync) and summary.calls_cached == 3
+
+
+def test_partial_failure_resubmits_the_failed_requests_once_then_reports_them(train5, tmp_path):
+    # call 1: a server error, retried in a second batch, answered; call 2: refused for itself (400), reported at once
+    with ScriptedBatch([{"fail": {1: 500, 2: 400}}]) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 2 and server.submitted == [[0, 1, 2], [1]]
+    assert sorted(posts["call"].unique().to_list()) == [0, 1]
+    assert summary.calls_failed == 1 and summary.errors == {"HTTP 400: scripted 400": 1}
+    assert summary.calls_retried == 1 and summary.batches == ["batch_0", "batch_1"]
+    assert cached_calls(tmp_path) == [0, 1]
+    # the same request failing in the second batch too: reported, no third batch
+    (tmp_path / "c.cache.jsonl").unlink()
+    with ScriptedBatch([{"fail": {1: 500}}, {"fail": {1: 503}}]) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 2 and server.submitted == [[0, 1, 2], [1]]
+    assert summary.calls_failed == 1 and summary.errors == {"HTTP 503": 1}
+    assert cached_calls(tmp_path) == [0, 2]
+    assert not state_path(tmp_path / "c.cache.jsonl").exists()
+
+
+def test_expired_and_cancelled_batches_resubmit_what_was_not_answered(train5, tmp_path):
+    with ScriptedBatch([{"end": "expired", "answer": 1}]) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 2 and server.submitted == [[0, 1, 2], [1, 2]]
+    assert posts.height == 30 and summary.calls_failed == 0
+    (tmp_path / "c.cache.jsonl").unlink()
+    with ScriptedBatch([{"end": "cancelled", "answer": 2}, {"end": "cancelled"}]) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 2 and server.submitted == [[0, 1, 2], [2]]
+        assert server.history["batch_0"][-2:] == ["cancelling", "cancelled"]
+    assert summary.calls_failed == 1 and summary.errors == {"batch cancelled": 1}
+
+
+def test_a_busy_api_while_polling_is_waited_out_not_a_second_batch(train5, tmp_path):
+    with ScriptedBatch(flaky_polls=3) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 1 and server.flaky_polls == 0
+    assert posts.height == 30 and summary.calls_failed == 0
+
+
+def test_a_refused_key_while_polling_stops_with_a_message_and_keeps_the_batch(train5, tmp_path, monkeypatch):
+    with ScriptedBatch(hold=True) as server:
+        server.refuse_after = 2  # the key is revoked while the batch runs
+        with pytest.raises(RunError, match="answered 401: refused the API key.*resume batch batch_0"):
+            generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 1
+    assert json.loads(state_path(tmp_path / "c.cache.jsonl").read_text())["batch_id"] == "batch_0"
+
+
+def test_a_failed_batch_reports_every_call_and_submits_no_other(train5, tmp_path):
+    with ScriptedBatch([{"end": "failed"}]) as server:
+        _, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 1
+    assert summary.calls_failed == 3
+    assert summary.errors == {"batch failed: invalid_request: scripted refusal": 3}
+    assert not (tmp_path / "c.cache.jsonl").exists() and not state_path(tmp_path / "c.cache.jsonl").exists()
+
+
+def test_a_malformed_answer_is_never_cached_and_its_request_is_sent_again(train5, tmp_path):
+    with ScriptedBatch([{"malformed": {0}}]) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.submitted == [[0, 1, 2], [0]]
+    assert posts.height == 30 and summary.calls_failed == 0
+    lines = [json.loads(line) for line in (tmp_path / "c.cache.jsonl").read_text().splitlines()]
+    assert all(isinstance(line["content"], str) for line in lines) and len(lines) == 3
+
+
+def test_a_run_killed_after_the_create_finds_its_batch_and_creates_none(train5, tmp_path):
+    """The sidecar holds the input file, not yet the batch id (killed between create and save)."""
+    with ScriptedBatch() as server:
+        opts = batch_options(server, tmp_path)
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+        from smm4h_cli.generation.backends import resolve_backend
+        from smm4h_cli.generation.batch import request_line
+        from smm4h_cli.generation.generate import plan_calls
+
+        plan = plan_calls(opts, resolve_backend(None, server.url), train5)
+        data = "".join(json.dumps(request_line(c.spec)) + "\n" for c in plan).encode()
+        uploaded = client.files.create(file=("b.jsonl", data), purpose="batch")
+        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+        state_path(opts.cache_path).write_text(json.dumps(
+            {"round": 0, "keys": [c.spec.key for c in plan], "input_file_id": uploaded.id, "batch_id": None}))
+        posts, summary = generate(opts, train5)
+        assert server.creates == 1 and server.uploads == 1
+    assert posts.height == 30 and summary.batches == ["batch_0"]
+
+
+def test_kill_9_while_in_progress_then_a_rerun_submits_no_second_batch(tmp_path):
+    out = tmp_path / "syn.jsonl"
+    cache = out.with_suffix(".cache.jsonl")
+    env = {**{k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}, "PYTHONPATH": str(ROOT)}
+    with ScriptedBatch(hold=True) as server:
+        cmd = [sys.executable, "-m", "smm4h_cli", "generate", "--task", "5", "--n", "30", "--batch", "--base-url", server.url,
+               "--poll-interval", "0.05", "-o", str(out), "--quiet"]
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and server.in_progress_seen < 2:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert server.batches["batch_0"]["status"] == "in_progress"
+        assert json.loads(state_path(cache).read_text())["batch_id"] == "batch_0"
+        assert not out.exists()
+        server.release.set()
+        done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert server.creates == 1 and server.uploads == 1
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["posts_kept"] == 30 and meta["batches"] == ["batch_0"] and meta["price_factor"] == 0.5
+    assert not state_path(cache).exists()
+    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 3
+
+
+def test_batch_is_refused_before_any_call_where_there_is_no_batch_api(cli, tmp_path):
+    out = tmp_path / "o.jsonl"
+    result = cli("generate", "--batch", "--model", "embedded", "-o", out)
+    assert result.exit_code == 2 and "embedded model has none" in result.stderr
+    with Scripted() as server:  # a chat server without /v1/batches
+        result = cli("generate", "--batch", "--base-url", server.url, "-o", out)
+        assert result.exit_code == 2 and "has no Batch API (GET /batches answered 404)" in result.stderr
+        assert not server.attempts  # no chat call either
+    with ScriptedBatch(batches_api=False) as server:
+        result = cli("generate", "--batch", "--base-url", server.url, "-o", out)
+        assert result.exit_code == 2 and "has no Batch API" in result.stderr
+        result = cli("generate", "--batch", "--base-url", server.url, "-o", out, "--no-cache")
+        assert result.exit_code == 2 and "--batch needs a call cache" in result.stderr
+        result = cli("generate", "--batch", "--base-url", server.url, "-o", out, "--poll-interval", "0")
+        assert result.exit_code == 2 and "--poll-interval must be positive" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="needs a call cache"):
+        options(batch=True)
+
+
+def test_the_cli_batch_run_reports_its_batch(cli, tmp_path):
+    out = tmp_path / "o.jsonl"
+    with ScriptedBatch() as server:
+        result = cli("generate", "--batch", "--n", "20", "--base-url", server.url, "-o", out, "--poll-interval", "0.01",
+                     "--price-in", "1", "--price-out", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "batches: batch_0 (cost at batch prices, x0.5)" in result.stderr
+    assert read_records(out).height == 20
+    assert CallCache(out.with_suffix(".cache.jsonl")).load()

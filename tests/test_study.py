@@ -283,7 +283,7 @@ def test_html_renders_in_headless_chromium(finished, tmp_path):
 def test_a_step_that_reports_itself_incomplete_runs_again_as_a_resume(tmp_path):
     # A generation with failed calls returns False: it stays not done, and the next run goes on
     # with it (resume=True: the call cache answers the finished calls) instead of skipping it.
-    from smm4h_cli.study import _Steps
+    from smm4h_cli.study.run import _Steps
 
     target = tmp_path / "synthetic.jsonl"
     calls: list[bool] = []
@@ -389,7 +389,7 @@ def _crafted_report(tmp_path: Path, posts: list[str], model: str = "m"):
 
     from smm4h_cli.analysis.groups import groups_from_frames
     from smm4h_cli.analysis.ngrams import NgramOptions, ngram_table
-    from smm4h_cli.report import write_report
+    from smm4h_cli.study.report import write_report
     from smm4h_cli.training.compare import compare
 
     secret = tmp_path / "secret.txt"
@@ -527,7 +527,7 @@ def test_a_post_like_a_block_stays_in_its_cell(tmp_path):
 
 
 def test_literal_escapes_only_what_could_be_markup():
-    from smm4h_cli.report import literal
+    from smm4h_cli.study.report import literal
 
     # ordinary text stays readable: versions, model ids, dashes and numbers are not escaped
     for plain in ("3.11.7", "gpt-4-0125-preview", "-1.000", "#hashtag", "well-known", "10 posts."):
@@ -548,7 +548,7 @@ def test_model_and_file_names_are_text_too(tmp_path):
 def test_the_html_embeds_only_the_listed_figures(tmp_path):
     # whatever the Markdown holds (here written raw, as a toolkit bug would), the renderer follows
     # no image or link: it embeds the figures it is given by name and nothing else
-    from smm4h_cli.report import render_html
+    from smm4h_cli.study.report import render_html
 
     secret = _planted_secret(tmp_path)
     figure = tmp_path / "figure2" / "tsne.png"
@@ -566,7 +566,7 @@ def test_the_html_embeds_only_the_listed_figures(tmp_path):
 
 
 def test_input_paths_show_as_given_or_relative_never_absolute(tmp_path, monkeypatch):
-    from smm4h_cli.report import shown_path
+    from smm4h_cli.study.report import shown_path
     from smm4h_cli.sample import sample_path
 
     monkeypatch.chdir(tmp_path)

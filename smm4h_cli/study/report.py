@@ -32,7 +32,7 @@ from smm4h_cli.io import write_json, write_records, write_text
 from smm4h_cli.sample import sample_dir
 
 if TYPE_CHECKING:
-    from smm4h_cli.study import StudyOptions
+    from smm4h_cli.study.run import StudyOptions
 
 TASK_TITLES = {5: "Task 5: tweets reporting a child with ADHD, autism, delayed speech or asthma", 6: "Task 6: posts stating the user's exact age"}
 PACKAGES = ("smm4h", "torch", "transformers", "sentence-transformers", "openai", "llama_cpp_python", "polars", "scikit-learn")

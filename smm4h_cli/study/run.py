@@ -356,7 +356,7 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, on_progres
         [tables / "table2.json"], lambda resume: _compare(options, prediction_files, tables),
     )
 
-    from smm4h_cli.report import write_report
+    from smm4h_cli.study.report import write_report
 
     report_md, report_html, numbers = write_report(out, options, paths, frames, synthetic, arms)
     return StudyResult(out, report_md, report_html, steps.ran, steps.skipped, numbers)

@@ -283,7 +283,7 @@ def test_html_renders_in_headless_chromium(finished, tmp_path):
 def test_a_step_that_reports_itself_incomplete_runs_again_as_a_resume(tmp_path):
     # A generation with failed calls returns False: it stays not done, and the next run goes on
     # with it (resume=True: the call cache answers the finished calls) instead of skipping it.
-    from smm4h_cli.study.run import _Steps
+    from smm4h_cli.study.steps import Steps as _Steps
 
     target = tmp_path / "synthetic.jsonl"
     calls: list[bool] = []

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from smm4h_cli.cli._progress import ProgressDisplay
 
 from smm4h_cli.cli._common import IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, show_progress
 from smm4h_cli.cli.train import parse_seeds
@@ -68,33 +69,21 @@ def study_cli(
     given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})
     options = StudyOptions.quick(**given) if quick else StudyOptions(**given)
     talk = not quiet
-    bar = Progress(
-        TextColumn("  "), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=err, transient=True, disable=not show_progress(quiet),
-    )
-    current: list = []
+    with ProgressDisplay(quiet) as show:
 
-    def on_event(event: StepEvent) -> None:
-        for task in current:
-            bar.remove_task(task)
-        current.clear()
-        if not talk:
-            return
-        head = f"[{event.index}/{event.total}] {event.name}"
-        if event.state == "running":
-            err.print(f"{head} …" + (f" ({event.detail})" if event.detail else ""))
-            current.append(bar.add_task("", total=None))
-        elif event.state == "skipped":
-            err.print(f"{head}: [dim]{event.detail}[/]")
-        else:
-            err.print(f"{head}: [green]done[/] in {event.seconds:,.0f} s" + (f" [yellow]({escape(event.detail)})[/]" if event.detail else ""))
+        def on_event(event: StepEvent) -> None:
+            show.clear()  # a step starts, is skipped or ends: the last step's bars go
+            if not talk:
+                return
+            head = f"[{event.index}/{event.total}] {escape(event.name)}"  # [1/9] is no Rich tag: it shows as written
+            if event.state == "running":
+                err.print(f"{head} …" + (f" ({escape(event.detail)})" if event.detail else ""))
+            elif event.state == "skipped":
+                err.print(f"{head}: [dim]{escape(event.detail)}[/]")
+            else:
+                err.print(f"{head}: [green]done[/] in {event.seconds:,.0f} s" + (f" [yellow]({escape(event.detail)})[/]" if event.detail else ""))
 
-    def on_progress(done: int, total: int, detail: str) -> None:
-        if current:
-            bar.update(current[0], completed=done, total=total, description=escape(detail))
-
-    with bar:
-        result = run_study(options, on_event, on_progress)
+        result = run_study(options, on_event, show)
     if talk:
         # the conclusion names models and groups, and the paths are the user's: text, not Rich markup
         err.print(f"\n{escape(result.numbers['conclusion'])}\n", soft_wrap=True)

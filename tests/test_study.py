@@ -178,6 +178,38 @@ def test_changed_option_redoes_only_what_depends_on_it(finished, data, tmp_path)
 
 
 @slow
+def test_in_a_log_file_the_running_step_reports_plain_progress_lines(finished, data, tmp_path):
+    # the study's progress is the one protocol: ProgressEvents of the running step (its name as
+    # the stage), shown by the CLI's ProgressDisplay; in a log file, plain lines between the step lines
+    import io
+
+    from rich.console import Console
+
+    from smm4h_cli.cli._progress import ProgressDisplay
+    from smm4h_cli.progress import ProgressEvent
+
+    out, _, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    events: list[ProgressEvent] = []
+    buf = io.StringIO()
+    with ProgressDisplay(False, Console(file=buf, force_terminal=False, width=200)) as show:
+        run_study(_options(data, copy, k=3), progress=lambda e: (events.append(e), show(e)))
+    assert events and {e.stage for e in events} == {"embed-cluster (Figure 2)"}
+    lines = buf.getvalue().splitlines()
+    assert lines and all(line.startswith("embed-cluster (Figure 2): ") for line in lines)
+
+
+def test_one_mapping_from_study_options_to_training_options(tmp_path):
+    options = StudyOptions(classifier="m", epochs=3, lr=1e-4, batch_size=4, max_length=64, device="cpu", threads=2)
+    for arm, balance in (("baseline", "none"), ("synthetic-paper", "none"), ("class-weight", "class-weight"), ("oversample", "oversample")):
+        train = options.train_options(arm, tmp_path / arm)
+        assert (train.out, train.balance, train.resume, train.force) == (tmp_path / arm, balance, False, True)
+        assert (train.model, train.epochs, train.lr, train.batch_size, train.max_length, train.device, train.threads) == ("m", 3, 1e-4, 4, 64, "cpu", 2)
+    assert (lambda t: (t.resume, t.force))(options.train_options("baseline", tmp_path, resume=True)) == (True, False)
+
+
+@slow
 def test_a_new_seed_trains_alone_and_a_new_test_file_only_predicts(finished, data, tmp_path, torch_threads):
     out, _, _ = finished
     copy = tmp_path / "copy"

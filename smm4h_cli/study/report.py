@@ -10,8 +10,8 @@ Rich already depends on), with the figure embedded as a data URI so it opens off
 Text that came from data or a model (posts, file and model names, group names, anything the
 toolkit did not write itself) goes into the Markdown through :func:`literal`, so it shows as
 written and is never read as Markdown or HTML. The HTML inlines the figures the study wrote,
-by a fixed list (:data:`smm4h_cli.study.layout.FIGURES`), and nothing else: no image or link found in the Markdown is
-followed.
+by a fixed list (:data:`smm4h_cli.study.layout.FIGURES`), and nothing else: no image or link
+found in the Markdown is followed.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from smm4h_cli.study.steps import EventFn, StepEvent, Steps, file_digest, finger
 
 __all__ = ["ARM_BASELINE", "IMBALANCE_BASELINES", "StepEvent", "StudyOptions", "StudyResult", "arms_of", "run_study"]
 
+
 @dataclass
 class StudyResult:
     out: Path

@@ -7,9 +7,6 @@ import pytest
 from smm4h_cli.cli import app
 
 COMMANDS = [info.name for info in app.registered_commands]
-#: Commands whose options another branch of issue 12 moves to the shared definitions: strict, so
-#: that the mark must go when they do.
-_PENDING = pytest.mark.xfail(strict=True, reason="switches not yet declared with flag() (issue 12, point 5)")
 
 
 def test_every_command_is_registered_by_name():
@@ -18,7 +15,7 @@ def test_every_command_is_registered_by_name():
 
 @pytest.mark.parametrize(
     "command",
-    [[], *(pytest.param([name], marks=_PENDING) if name in ("study",) else [name] for name in COMMANDS)],
+    [[], *([name] for name in COMMANDS)],
     ids=["smm4h", *COMMANDS],
 )
 def test_help_shows_no_bool_type_for_flags(cli, command):

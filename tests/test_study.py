@@ -178,6 +178,38 @@ def test_changed_option_redoes_only_what_depends_on_it(finished, data, tmp_path)
 
 
 @slow
+def test_in_a_log_file_the_running_step_reports_plain_progress_lines(finished, data, tmp_path):
+    # the study's progress is the one protocol: ProgressEvents of the running step (its name as
+    # the stage), shown by the CLI's ProgressDisplay; in a log file, plain lines between the step lines
+    import io
+
+    from rich.console import Console
+
+    from smm4h_cli.cli._progress import ProgressDisplay
+    from smm4h_cli.progress import ProgressEvent
+
+    out, _, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    events: list[ProgressEvent] = []
+    buf = io.StringIO()
+    with ProgressDisplay(False, Console(file=buf, force_terminal=False, width=200)) as show:
+        run_study(_options(data, copy, k=3), progress=lambda e: (events.append(e), show(e)))
+    assert events and {e.stage for e in events} == {"embed-cluster (Figure 2)"}
+    lines = buf.getvalue().splitlines()
+    assert lines and all(line.startswith("embed-cluster (Figure 2): ") for line in lines)
+
+
+def test_one_mapping_from_study_options_to_training_options(tmp_path):
+    options = StudyOptions(classifier="m", epochs=3, lr=1e-4, batch_size=4, max_length=64, device="cpu", threads=2)
+    for arm, balance in (("baseline", "none"), ("synthetic-paper", "none"), ("class-weight", "class-weight"), ("oversample", "oversample")):
+        train = options.train_options(arm, tmp_path / arm)
+        assert (train.out, train.balance, train.resume, train.force) == (tmp_path / arm, balance, False, True)
+        assert (train.model, train.epochs, train.lr, train.batch_size, train.max_length, train.device, train.threads) == ("m", 3, 1e-4, 4, 64, "cpu", 2)
+    assert (lambda t: (t.resume, t.force))(options.train_options("baseline", tmp_path, resume=True)) == (True, False)
+
+
+@slow
 def test_a_new_seed_trains_alone_and_a_new_test_file_only_predicts(finished, data, tmp_path, torch_threads):
     out, _, _ = finished
     copy = tmp_path / "copy"
@@ -283,7 +315,7 @@ def test_html_renders_in_headless_chromium(finished, tmp_path):
 def test_a_step_that_reports_itself_incomplete_runs_again_as_a_resume(tmp_path):
     # A generation with failed calls returns False: it stays not done, and the next run goes on
     # with it (resume=True: the call cache answers the finished calls) instead of skipping it.
-    from smm4h_cli.study import _Steps
+    from smm4h_cli.study.steps import Steps as _Steps
 
     target = tmp_path / "synthetic.jsonl"
     calls: list[bool] = []
@@ -389,7 +421,7 @@ def _crafted_report(tmp_path: Path, posts: list[str], model: str = "m"):
 
     from smm4h_cli.analysis.groups import groups_from_frames
     from smm4h_cli.analysis.ngrams import NgramOptions, ngram_table
-    from smm4h_cli.report import write_report
+    from smm4h_cli.study.report import write_report
     from smm4h_cli.training.compare import compare
 
     secret = tmp_path / "secret.txt"
@@ -527,7 +559,7 @@ def test_a_post_like_a_block_stays_in_its_cell(tmp_path):
 
 
 def test_literal_escapes_only_what_could_be_markup():
-    from smm4h_cli.report import literal
+    from smm4h_cli.study.report import literal
 
     # ordinary text stays readable: versions, model ids, dashes and numbers are not escaped
     for plain in ("3.11.7", "gpt-4-0125-preview", "-1.000", "#hashtag", "well-known", "10 posts."):
@@ -548,7 +580,7 @@ def test_model_and_file_names_are_text_too(tmp_path):
 def test_the_html_embeds_only_the_listed_figures(tmp_path):
     # whatever the Markdown holds (here written raw, as a toolkit bug would), the renderer follows
     # no image or link: it embeds the figures it is given by name and nothing else
-    from smm4h_cli.report import render_html
+    from smm4h_cli.study.report import render_html
 
     secret = _planted_secret(tmp_path)
     figure = tmp_path / "figure2" / "tsne.png"
@@ -566,7 +598,7 @@ def test_the_html_embeds_only_the_listed_figures(tmp_path):
 
 
 def test_input_paths_show_as_given_or_relative_never_absolute(tmp_path, monkeypatch):
-    from smm4h_cli.report import shown_path
+    from smm4h_cli.study.report import shown_path
     from smm4h_cli.sample import sample_path
 
     monkeypatch.chdir(tmp_path)

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from smm4h_cli.cli._common import IdCol, LabelCol, Quiet, Seed, TextCol, columns, err, parse_list, show_progress
+from smm4h_cli.cli._common import ClassifierModel, Device, IdCol, LabelCol, Quiet, Seed, TextCol, Threads, columns, err, flag, parse_list
+from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
 from smm4h_cli.study import StepEvent, StudyOptions, run_study
 
@@ -28,19 +28,19 @@ def study_cli(
     examples: Annotated[int, typer.Option("--examples", help="Few-shot examples of each label per call (the paper: 5).")] = 5,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Generation requests in flight.")] = 4,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per generation call \\[default: the server's; 512 for SmolLM2].", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Classifier base: a Hugging Face id or folder \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
+    model: ClassifierModel = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs \\[default: 10 as the paper; 5 with --quick].", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch size \\[default: 32; 16 with --quick].", show_default=False)] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per post.")] = 128,
     seeds: Annotated[str, typer.Option("--seeds", help="Training seeds per arm, comma-separated (mean ± std across them).")] = "0",
-    baselines: Annotated[bool, typer.Option("--baselines", help="Also train with class weighting and with oversampling, the classic answers to imbalance.")] = False,
+    baselines: Annotated[bool, flag("--baselines", help="Also train with class weighting and with oversampling, the classic answers to imbalance.")] = False,
     sample: Annotated[int | None, typer.Option("--sample", help="Posts per group in the n-gram and embedding analyses \\[default: 1000; 300 with --quick].", show_default=False)] = None,
     k: Annotated[str, typer.Option("--k", help="k-means clusters, or 'auto'.")] = "10",
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads for training, prediction and embedding (lower it on a shared machine) \\[default: torch's].", show_default=False)] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A small run for a first look, minutes on a laptop CPU (50 synthetic posts, 5 epochs in batches of 16, 300-post samples).")] = False,
+    device: Device = "auto",
+    threads: Threads = None,
+    quick: Annotated[bool, flag("--quick", help="A small run for a first look, minutes on a laptop CPU (50 synthetic posts, 5 epochs in batches of 16, 300-post samples).")] = False,
     seed: Seed = 0,
-    force: Annotated[bool, typer.Option("--force", help="Redo every step, even those that are up to date.")] = False,
+    force: Annotated[bool, flag("--force", help="Redo every step, even those that are up to date.")] = False,
     quiet: Quiet = False,
     text_col: TextCol = None,
     label_col: LabelCol = None,
@@ -67,33 +67,21 @@ def study_cli(
     given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})
     options = StudyOptions.quick(**given) if quick else StudyOptions(**given)
     talk = not quiet
-    bar = Progress(
-        TextColumn("  "), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=err, transient=True, disable=not show_progress(quiet),
-    )
-    current: list = []
+    with ProgressDisplay(quiet) as show:
 
-    def on_event(event: StepEvent) -> None:
-        for task in current:
-            bar.remove_task(task)
-        current.clear()
-        if not talk:
-            return
-        head = f"[{event.index}/{event.total}] {event.name}"
-        if event.state == "running":
-            err.print(f"{head} …" + (f" ({event.detail})" if event.detail else ""))
-            current.append(bar.add_task("", total=None))
-        elif event.state == "skipped":
-            err.print(f"{head}: [dim]{event.detail}[/]")
-        else:
-            err.print(f"{head}: [green]done[/] in {event.seconds:,.0f} s" + (f" [yellow]({escape(event.detail)})[/]" if event.detail else ""))
+        def on_event(event: StepEvent) -> None:
+            show.clear()  # a step starts, is skipped or ends: the last step's bars go
+            if not talk:
+                return
+            head = f"[{event.index}/{event.total}] {escape(event.name)}"  # [1/9] is no Rich tag: it shows as written
+            if event.state == "running":
+                err.print(f"{head} …" + (f" ({escape(event.detail)})" if event.detail else ""))
+            elif event.state == "skipped":
+                err.print(f"{head}: [dim]{escape(event.detail)}[/]")
+            else:
+                err.print(f"{head}: [green]done[/] in {event.seconds:,.0f} s" + (f" [yellow]({escape(event.detail)})[/]" if event.detail else ""))
 
-    def on_progress(done: int, total: int, detail: str) -> None:
-        if current:
-            bar.update(current[0], completed=done, total=total, description=escape(detail))
-
-    with bar:
-        result = run_study(options, on_event, on_progress)
+        result = run_study(options, on_event, show)
     if talk:
         # the conclusion names models and groups, and the paths are the user's: text, not Rich markup
         err.print(f"\n{escape(result.numbers['conclusion'])}\n", soft_wrap=True)

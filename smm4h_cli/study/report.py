@@ -1,15 +1,17 @@
 """The study's report: ``report.md`` and a self-contained ``report.html`` built from the step files.
 
 Every number in the report is read from the files the steps wrote (``tables/*.json``,
-``figure2/metrics.json``, ``synthetic/*.meta.json``, ``runs/*/summary.json``), so the report and
-the step files cannot disagree. The HTML is the same Markdown rendered by markdown-it (which
+``figure2/metrics.json``, ``synthetic/*.meta.json``, ``runs/*/summary.json``; their paths come
+from :mod:`smm4h_cli.study.layout`), so the report and the step files cannot disagree. The
+report takes the study's settings as plain values (:class:`ReportSettings`) and knows nothing
+of the pipeline. The HTML is the same Markdown rendered by markdown-it (which
 Rich already depends on), with the figure embedded as a data URI so it opens offline.
 
 Text that came from data or a model (posts, file and model names, group names, anything the
 toolkit did not write itself) goes into the Markdown through :func:`literal`, so it shows as
 written and is never read as Markdown or HTML. The HTML inlines the figures the study wrote,
-by a fixed list (:data:`FIGURES`), and nothing else: no image or link found in the Markdown is
-followed.
+by a fixed list (:data:`smm4h_cli.study.layout.FIGURES`), and nothing else: no image or link
+found in the Markdown is followed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import platform
 import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -30,17 +32,28 @@ from smm4h_cli.analysis.clustering import table_rows
 from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
 from smm4h_cli.sample import sample_dir
-
-if TYPE_CHECKING:
-    from smm4h_cli.study import StudyOptions
+from smm4h_cli.study.layout import FIGURE2, StudyLayout
 
 TASK_TITLES = {5: "Task 5: tweets reporting a child with ADHD, autism, delayed speech or asthma", 6: "Task 6: posts stating the user's exact age"}
 PACKAGES = ("smm4h", "torch", "transformers", "sentence-transformers", "openai", "llama_cpp_python", "polars", "scikit-learn")
 
-#: The figures the report shows, as written in its Markdown (relative to the study folder): the
-#: only files the HTML embeds.
-FIGURE2 = "figure2/tsne.png"
-FIGURES = (FIGURE2,)
+
+
+class ReportSettings(Protocol):
+    """The settings the report states (the study's options have them all)."""
+
+    task: int
+    strategies: tuple[str, ...]
+    n: int
+    examples: int
+    temperature: float
+    classifier: str | None
+    epochs: int
+    lr: float
+    batch_size: int
+    seeds: tuple[int, ...]
+    sample: int
+    seed: int
 
 # Characters that can open Markdown or HTML inline (emphasis, code, links and images, autolinks,
 # raw HTML, entities, escapes, table cells, GFM strikethrough and math), written as numeric
@@ -125,7 +138,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _data_rows(out: Path, paths: dict[str, Path], frames: dict[str, pl.DataFrame], synthetic: dict[str, Path]) -> list[dict[str, Any]]:
+def _data_rows(layout: StudyLayout, paths: dict[str, Path], frames: dict[str, pl.DataFrame], synthetic: dict[str, Path]) -> list[dict[str, Any]]:
     rows = []
     for split, frame in frames.items():
         pos = int(frame["label"].sum())
@@ -133,14 +146,14 @@ def _data_rows(out: Path, paths: dict[str, Path], frames: dict[str, pl.DataFrame
     for strategy, path in synthetic.items():
         n = sum(1 for _ in path.open(encoding="utf-8"))
         # inside the study folder: shown relative to it, where the report lies
-        rows.append({"data": f"synthetic ({strategy})", "file": path.relative_to(out).as_posix(), "posts": n, "label 1": n, "share of label 1": 1.0})
+        rows.append({"data": f"synthetic ({strategy})", "file": layout.shown(path), "posts": n, "label 1": n, "share of label 1": 1.0})
     return rows
 
 
 def _generation_rows(synthetic: dict[str, Path]) -> list[dict[str, Any]]:
     rows = []
     for strategy, path in synthetic.items():
-        meta = _load(path.with_suffix(".meta.json"))
+        meta = _load(StudyLayout.meta(path))
         parse = sum(meta.get("parse_issues", {}).values())
         dups = meta.get("duplicates", {})
         rows.append({
@@ -231,23 +244,28 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
 
 def write_report(
     out: Path,
-    options: "StudyOptions",
+    options: ReportSettings,
     paths: dict[str, Path],
     frames: dict[str, pl.DataFrame],
     synthetic: dict[str, Path],
     arms: list[str],
 ) -> tuple[Path, Path, dict[str, Any]]:
-    """Write ``report.md``, ``report.html`` and the tables as CSV; returns the paths and numbers."""
-    tables = out / "tables"
-    table2 = _load(tables / "table2.json")
-    table3 = _load(tables / "table3.json")
-    metrics = _load(out / "figure2" / "metrics.json")
+    """Write ``report.md``, ``report.html`` and the tables as CSV into the study folder ``out``;
+    returns the paths and numbers.
+
+    ``paths`` and ``frames`` are the input data files and their posts (train, validation, test),
+    ``synthetic`` the generated posts by strategy, ``arms`` the trained arms.
+    """
+    layout = StudyLayout(out)
+    table2 = _load(layout.table("table2"))
+    table3 = _load(layout.table("table3"))
+    metrics = _load(layout.figure2_metrics)
     generation = _generation_rows(synthetic)
-    data = _data_rows(out, paths, frames, synthetic)
+    data = _data_rows(layout, paths, frames, synthetic)
     diversity = table_rows(metrics)
     for name, rows in (("data", data), ("generation", generation), ("diversity", diversity)):
-        write_records(pl.DataFrame(rows), tables / f"{name}.csv", force=True)
-    summaries = {arm: _load(out / "runs" / arm / "summary.json") for arm in arms}
+        write_records(pl.DataFrame(rows), layout.table(name, "csv"), force=True)
+    summaries = {arm: _load(layout.run_summary(arm)) for arm in arms}
     text = conclusion(table2, table3, metrics, generation)
 
     versions = _versions()
@@ -321,14 +339,11 @@ def write_report(
         "",
     ]
     markdown = "\n".join(md)
-    report_md = out / "report.md"
-    write_text(report_md, markdown)
-    report_html = out / "report.html"
-    figures = {name: out / name for name in FIGURES}
-    write_text(report_html, render_html(markdown, figures, title=f"smm4h study: task {options.task}"))
+    write_text(layout.report_md, markdown)
+    write_text(layout.report_html, render_html(markdown, layout.figures(), title=f"smm4h study: task {options.task}"))
     numbers = {"table2": table2, "table3": table3, "diversity": metrics["groups"], "generation": generation, "conclusion": text}
-    write_json(out / "report.json", numbers)
-    return report_md, report_html, numbers
+    write_json(layout.report_json, numbers)
+    return layout.report_md, layout.report_html, numbers
 
 
 def render_html(markdown: str, figures: dict[str, Path], title: str) -> str:

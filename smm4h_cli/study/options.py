@@ -1,0 +1,132 @@
+"""The study's options: what to generate, analyse and train, with the paper's defaults.
+
+:meth:`StudyOptions.train_options` is the one mapping from the study's options to training's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smm4h_cli.errors import InputError
+from smm4h_cli.io import Columns
+from smm4h_cli.sample import sample_path
+
+if TYPE_CHECKING:
+    from smm4h_cli.training.train import TrainOptions
+
+ARM_BASELINE = "baseline"
+IMBALANCE_BASELINES = ("class-weight", "oversample")
+
+
+@dataclass
+class StudyOptions:
+    """Options of the study; the defaults are the paper's except the embedded models.
+
+    Attributes:
+        out: the study folder.
+        task: 5 or 6, the built-in label definitions and default data.
+        train, validation, test: data files; None takes the task's sample data.
+        columns: column mapping of the data files.
+        n: synthetic posts per strategy (the paper: 1,000).
+        strategies: generation strategies, ``paper`` and/or ``attributes``.
+        generator: model name for generation; None: the backend's default (the embedded SmolLM2
+            unless ``base_url``/``OPENAI_BASE_URL``/``OPENAI_API_KEY`` say otherwise).
+        base_url: an OpenAI-compatible server for generation.
+        temperature, examples, concurrency: generation settings (the paper: 0 and 5+5).
+        max_tokens: completion tokens per generation call; None: the server's default (512 for
+            SmolLM2).
+        classifier: classifier base; None: the embedded all-MiniLM-L6-v2.
+        epochs, lr, batch_size, max_length: training settings (the paper: 10 epochs, 5e-5).
+        seeds: training seeds per arm.
+        baselines: also train with class weighting and with oversampling.
+        sample: posts per group in the n-gram and embedding analyses (the paper: 1,000).
+        k: k-means clusters (or "auto").
+        seed: seed of generation, sampling, clustering and the bootstrap.
+        bootstrap: paired bootstrap resamples.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: torch CPU threads of training, prediction and embedding; None keeps torch's
+            default. Not part of any step's fingerprint: changing it redoes nothing.
+        force: redo every step.
+    """
+
+    out: Path = Path("study")
+    task: int = 5
+    train: Path | None = None
+    validation: Path | None = None
+    test: Path | None = None
+    columns: Columns = Columns()
+    n: int = 1000
+    strategies: tuple[str, ...] = ("paper",)
+    generator: str | None = None
+    base_url: str | None = None
+    temperature: float = 0.0
+    examples: int = 5
+    concurrency: int = 4
+    max_tokens: int | None = None
+    classifier: str | None = None
+    epochs: int = 10
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    seeds: tuple[int, ...] = (0,)
+    baselines: bool = False
+    sample: int = 1000
+    k: int | str = 10
+    seed: int = 0
+    bootstrap: int = 10_000
+    device: str = "auto"
+    threads: int | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.task not in (5, 6):
+            raise InputError(f"--task must be 5 or 6; got {self.task}.")
+        if not self.strategies or len(set(self.strategies)) != len(self.strategies):
+            raise InputError(f"--strategies takes distinct strategies such as paper,attributes; got {list(self.strategies)}.")
+        from smm4h_cli.generation.generate import STRATEGIES
+
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown:
+            raise InputError(f"unknown strategy '{unknown[0]}' in --strategies; choose from {', '.join(STRATEGIES)}.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {list(self.seeds)}.")
+        if self.n < 1:
+            raise InputError(f"--n must be at least 1; got {self.n}.")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be at least 1; got {self.threads}.")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "StudyOptions":
+        """A small run for a first look: 50 synthetic posts, 5 epochs in batches of 16, 300-post samples.
+
+        Batches of 16 give the short training as many updates as the paper's 10 epochs of 32.
+        """
+        return cls(**{"n": 50, "epochs": 5, "batch_size": 16, "sample": 300, "bootstrap": 2000, **overrides})
+
+    def data_path(self, split: str) -> Path:
+        given = {"train": self.train, "validation": self.validation, "test": self.test}[split]
+        return Path(given) if given is not None else sample_path(self.task, split)
+
+    def train_options(self, arm: str, out: Path, resume: bool = False) -> "TrainOptions":
+        """The training options of one arm: the one mapping from the study's options to training's.
+
+        The imbalance baselines train with their ``balance``; ``resume`` goes on with the seeds
+        in ``out`` (else an existing run there is replaced).
+        """
+        from smm4h_cli.training.train import TrainOptions
+
+        return TrainOptions(
+            out=out, model=self.classifier, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+            max_length=self.max_length, device=self.device, threads=self.threads,
+            balance=arm if arm in IMBALANCE_BASELINES else "none", resume=resume, force=not resume,
+        )
+
+
+def arms_of(options: StudyOptions) -> list[str]:
+    arms = [ARM_BASELINE] + [f"synthetic-{s}" for s in options.strategies]
+    if options.baselines:
+        arms += list(IMBALANCE_BASELINES)
+    return arms

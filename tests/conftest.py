@@ -1,4 +1,6 @@
-"""Shared fixtures: a CliRunner that keeps stdout and stderr apart, and tiny data files."""
+"""Shared fixtures: a CliRunner that keeps stdout and stderr apart, tiny data files, and the
+scripted OpenAI-compatible server (tests/scripted.py; modules import it as ``from scripted import
+Scripted``, or take the ``scripted`` fixture)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import settings
 from typer.testing import CliRunner
 
+from scripted import Scripted
 from smm4h_cli.cli import app
 
 # Property tests: a bounded number of examples so that they run in seconds, locally and in CI
@@ -49,3 +52,18 @@ def tiny(tmp_path: Path) -> Path:
         {"id": "f", "text": "baby kicked all night long", "label": 0},
     ]
     return write_jsonl(tmp_path / "tiny.jsonl", rows)
+
+
+@pytest.fixture
+def scripted():
+    """Start scripted servers: ``server = scripted({call: [actions]})``; each is stopped after the test."""
+    servers: list[Scripted] = []
+
+    def start(script: dict[int, list[tuple]] | None = None, **options) -> Scripted:
+        server = Scripted(script, **options).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)

@@ -3,7 +3,7 @@
 It answers like the real API, with its state changes: a batch is ``validating`` when created,
 then ``in_progress`` for ``in_progress_polls`` retrieves (or, with ``hold``, until ``release``
 is set), ``finalizing``, and its end. Each request is answered deterministically from its
-``seed`` (the call index with ``--seed 0``), exactly as ``test_generate.Scripted`` answers the
+``seed`` (the call index with ``--seed 0``), exactly as ``scripted.Scripted`` answers the
 same call synchronously, so a batch run and a synchronous run can be compared.
 
 ``outcomes[i]`` scripts the i-th batch created (default: completed, every request answered):
@@ -22,7 +22,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from test_generate import numbered
+from scripted import numbered
 
 
 class ScriptedBatch:

@@ -24,7 +24,8 @@ from smm4h_cli.io import read_records
 from smm4h_cli.progress import ProgressEvent
 from conftest import ROOT
 from scripted_batch import ScriptedBatch
-from test_generate import TRAIN5, Scripted, options
+from scripted import Scripted
+from test_generate import TRAIN5, options
 
 
 @pytest.fixture

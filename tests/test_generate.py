@@ -5,22 +5,18 @@ SmolLM2 behind llama.cpp's server for a small end-to-end run and a kill -9 resum
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import random
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
 import pytest
-from aiohttp import web
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.generation import attributes as attrs
@@ -32,108 +28,10 @@ from smm4h_cli.generation.prompts import builtin_task, few_shot_prompt, load_def
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
 from conftest import ROOT, write_jsonl
+from scripted import Scripted, fake_post, numbered
 
 TRAIN5 = sample_path(5, "train")
 SECRET = "sk-test-DO-NOT-LEAK-4f9a2c71e0"
-
-
-# ------------------------------------------------------------------------------ a scripted server
-
-_WORDS = (
-    "son daughter toddler asthma inhaler autism speech therapy ADHD school nurse doctor night cough "
-    "words diagnosis proud tired hopeful meltdown bedtime teacher appointment waiting list breakfast "
-    "stims sensory puffer nebulizer ER weekend grandma park swing blocks letters counting focus homework "
-    "meds dose spacer wheeze playground daycare evaluation IEP flashcards bubbles trampoline lego dinosaurs"
-).split()
-
-
-def fake_post(call: int, item: int) -> str:
-    rng = random.Random(f"{call}-{item}")
-    return f"call {call} item {item}: " + " ".join(rng.sample(_WORDS, 12))
-
-
-def numbered(call: int, count: int) -> str:
-    return "\n".join(f"{i}. {fake_post(call, i)}" for i in range(1, count + 1))
-
-
-class Scripted:
-    """An OpenAI-compatible chat server whose answers are scripted per call and attempt.
-
-    The call index is read from the request's ``seed`` (with ``--seed 0`` they are equal).
-    ``script[call]`` lists actions for the call's successive attempts; afterwards it answers
-    a clean numbered list. Actions: ("429", retry_after), ("500",), ("hang", seconds),
-    ("drop",), ("content", text[, finish_reason]), ("body", raw JSON text of a 200 answer),
-    ("error", status, message).
-    """
-
-    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",)):
-        self.script = script or {}
-        self.delay = delay
-        self.models = list(models)
-        self.attempts: Counter = Counter()
-        self.times: dict[int, list[float]] = defaultdict(list)
-        self.auth: list[str | None] = []
-        self.url = ""
-
-    async def _models(self, request):
-        return web.json_response({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "t"} for m in self.models]})
-
-    async def _chat(self, request):
-        body = await request.json()
-        call = int(body.get("seed", 0))
-        self.auth.append(request.headers.get("Authorization"))
-        attempt = self.attempts[call]
-        self.attempts[call] += 1
-        self.times[call].append(time.monotonic())
-        actions = self.script.get(call, [])
-        action = actions[attempt] if attempt < len(actions) else ("ok",)
-        prompt = body["messages"][0]["content"]
-        count = int(re.search(r"(?:Create|Write) (\d+) ", prompt).group(1))
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        kind = action[0]
-        if kind == "429":
-            return web.json_response({"error": {"message": "slow down", "type": "rate_limit"}}, status=429, headers={"Retry-After": str(action[1])})
-        if kind == "500":
-            return web.json_response({"error": {"message": "boom"}}, status=500)
-        if kind == "error":
-            return web.json_response({"error": {"message": action[2]}}, status=action[1])
-        if kind == "body":
-            return web.Response(text=action[1], content_type="application/json")
-        if kind == "hang":
-            await asyncio.sleep(action[1])
-        if kind == "drop":
-            request.transport.abort()
-            return web.Response()
-        content, finish = numbered(call, count), "stop"
-        if kind == "content":
-            content = action[1]
-            finish = action[2] if len(action) > 2 else "stop"
-        return web.json_response({
-            "id": f"c{call}", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split()), "total_tokens": 0},
-        })
-
-    def __enter__(self):
-        app = web.Application()
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/v1"
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -251,11 +149,22 @@ def test_duplicates_and_leaks_are_flagged():
 
 # ------------------------------------------------------------------------------ options, backends
 
-def test_strategies_and_option_checks():
-    assert {"paper", "attributes"} <= set(STRATEGIES)
-    for bad in ({"strategy": "magic"}, {"n": 0}, {"examples": 0}, {"temperature": 3}, {"dedup": "maybe"}, {"concurrency": 0}):
-        with pytest.raises(InputError):
-            options(**bad)
+@pytest.mark.parametrize("strategy", ["paper", "attributes"])
+def test_each_strategy_generates_posts_marked_with_it(train5, scripted, strategy):
+    assert strategy in STRATEGIES  # offered by the library and so by --strategy
+    server = scripted()
+    frame, _ = generate(options(n=10, base_url=server.url, strategy=strategy), train5)
+    assert frame.height == 10 and set(frame["strategy"]) == {strategy}
+    assert frame["attributes"].is_null().all() == (strategy == "paper")  # only attributes conditions the prompt
+
+
+@pytest.mark.parametrize("bad", [{"strategy": "magic"}, {"n": 0}, {"examples": 0}, {"temperature": 3}, {"dedup": "maybe"}, {"concurrency": 0}], ids=str)
+def test_bad_options_are_refused(bad):
+    with pytest.raises(InputError):
+        options(**bad)
+
+
+def test_attributes_of_an_own_task_need_a_file():
     with pytest.raises(InputError, match="--attributes FILE"):
         GenerateOptions(task=load_definitions_from_text("definition: x"), strategy="attributes")
 
@@ -596,12 +505,17 @@ def test_line_separators_in_an_answer_survive_the_cache(train5, tmp_path):
     assert first["text"][0] == "a post\u2028with a line separator"
 
 
+@pytest.mark.parametrize("junk", ["soon-ish", "Wed, 99 Foo 2015", "nan", "inf", "-inf", "1e999", "", "  "])
+@pytest.mark.parametrize("header", ["retry-after", "retry-after-ms"])
+def test_a_retry_after_header_that_is_neither_seconds_nor_a_date_is_no_wait(header, junk):
+    from smm4h_cli.generation.engine import retry_after
+
+    assert retry_after({header: junk}) is None
+
+
 def test_retry_after_that_is_neither_seconds_nor_a_date_is_ignored(train5):
     from smm4h_cli.generation.engine import retry_after
 
-    for junk in ("soon-ish", "Wed, 99 Foo 2015", "nan", "inf", "-inf", "1e999", "", "  "):
-        assert retry_after({"retry-after": junk}) is None, junk
-        assert retry_after({"retry-after-ms": junk}) is None, junk
     assert retry_after({"retry-after": "3"}) == 3.0
     assert retry_after({"retry-after": "-3"}) == 0.0
     assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5

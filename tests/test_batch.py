@@ -156,6 +156,7 @@ def test_a_run_killed_after_the_create_finds_its_batch_and_creates_none(train5, 
     assert posts.height == 30 and summary.batches == ["batch_0"]
 
 
+@pytest.mark.slow  # two real `smm4h generate` processes (about 3 s of CPU), one killed with SIGKILL
 def test_kill_9_while_in_progress_then_a_rerun_submits_no_second_batch(tmp_path):
     out = tmp_path / "syn.jsonl"
     cache = out.with_suffix(".cache.jsonl")

@@ -309,25 +309,27 @@ def test_synthetic_named_by_option(cli, tiny, tmp_path):
     assert roles == {"tiny": "synthetic", "validation": "real"}
 
 
-def test_bad_inputs_exit_2(cli, tiny, tmp_path):
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--by-label", "--k", "3", "--no-cache"], "group 'tiny/label 1' has 2 posts, fewer than --k 3 clusters"),
+        (["{tmp}/empty.csv", "--k", "2", "--no-cache"], "empty.csv has a header but no rows"),
+        (["--model", "{tmp}/no-such-model"], "no-such-model: no such folder"),
+        (["--k", "lots"], "--k takes a number of clusters"),
+        (["--synthetic", "{tmp}/other.jsonl", "--k", "2"], "is not one of the input files"),
+    ],
+    ids=["group-smaller-than-k", "empty-file", "no-such-model", "k-not-a-number", "synthetic-not-an-input"],
+)
+def test_bad_inputs_exit_2(cli, tiny, tmp_path, extra, message):
     out = tmp_path / "o"
-    result = cli("embed-cluster", tiny, "--by-label", "--k", "3", "--out", out, "--no-cache")
-    assert result.exit_code == 2 and "group 'tiny/label 1' has 2 posts, fewer than --k 3 clusters" in result.stderr
+    (tmp_path / "empty.csv").write_text("id,text,label\n")
+    result = cli("embed-cluster", tiny, *(a.format(tmp=tmp_path) for a in extra), "--out", out)
+    assert result.exit_code == 2 and message in result.stderr
     assert not out.exists()
-    empty = tmp_path / "empty.csv"
-    empty.write_text("id,text,label\n")
-    result = cli("embed-cluster", tiny, empty, "--k", "2", "--out", out, "--no-cache")
-    assert result.exit_code == 2 and "empty.csv has a header but no rows" in result.stderr
-    result = cli("embed-cluster", tiny, "--model", tmp_path / "no-such-model", "--out", out)
-    assert result.exit_code == 2 and "no-such-model: no such folder" in result.stderr
-    not_a_model = tmp_path / "folder"
-    not_a_model.mkdir()
-    result = cli("embed-cluster", tiny, "--model", not_a_model, "--k", "2", "--out", out, "--no-cache")
-    assert result.exit_code == 2 and "sentence-transformers could not load it" in result.stderr
-    result = cli("embed-cluster", tiny, "--k", "lots", "--out", out)
-    assert result.exit_code == 2 and "--k takes a number of clusters" in result.stderr
-    result = cli("embed-cluster", tiny, "--synthetic", tmp_path / "other.jsonl", "--k", "2", "--out", out)
-    assert result.exit_code == 2 and "is not one of the input files" in result.stderr
+
+
+def test_an_existing_output_needs_force(cli, tiny, tmp_path):
+    out = tmp_path / "o"
     out.mkdir()
     (out / "metrics.json").write_text("{}")
     result = cli("embed-cluster", tiny, "--k", "2", "--out", out)
@@ -335,9 +337,19 @@ def test_bad_inputs_exit_2(cli, tiny, tmp_path):
     assert (out / "metrics.json").read_text() == "{}"
 
 
+@pytest.mark.slow  # sentence-transformers (and torch) try to load the folder
+def test_a_folder_that_is_not_a_model_exit_2(cli, tiny, tmp_path):
+    out = tmp_path / "o"
+    not_a_model = tmp_path / "folder"
+    not_a_model.mkdir()
+    result = cli("embed-cluster", tiny, "--model", not_a_model, "--k", "2", "--out", out, "--no-cache")
+    assert result.exit_code == 2 and "sentence-transformers could not load it" in result.stderr
+    assert not out.exists()
+
+
 def test_help_lists_every_option(cli):
     result = cli("embed-cluster", "--help")
     assert result.exit_code == 0
-    for option in ["--out", "--by-label", "--synthetic", "--sample", "--k", "--perplexity", "--copy-threshold", "--model", "--device", "--batch-size", "--cache-dir", "--no-cache", "--no-plot", "--seed", "--format", "--force", "--quiet"]:
-        assert option in result.stdout
+    options = ["--out", "--by-label", "--synthetic", "--sample", "--k", "--perplexity", "--copy-threshold", "--model", "--device", "--batch-size", "--cache-dir", "--no-cache", "--no-plot", "--seed", "--format", "--force", "--quiet"]
+    assert [option for option in options if option not in result.stdout] == []
     assert "[default: the embedded" in result.stdout  # escaped, so Rich shows it

@@ -61,14 +61,18 @@ def test_compare_refuses_bad_pred_or_prob_naming_file_and_line(cli, tmp_path, ba
     assert ("pred" in message) and ("0 or 1" in message or "between 0 and 1" in message)
 
 
-def test_compare_library_refuses_null_pred_without_a_polars_error():
+@pytest.mark.parametrize(
+    "pred",
+    [pl.Series([1, None, 0]), pl.Series([1, "x", 0], dtype=pl.Object)],
+    ids=["null", "mixed-object"],
+)
+def test_compare_library_refuses_null_pred_without_a_polars_error(pred):
     from smm4h_cli.training.compare import compare
 
     frame = pl.DataFrame({"id": ["a", "b", "c"], "label": [1, 0, 1], "pred": [1, None, 0]})
-    mixed = pl.DataFrame({"id": ["a", "b", "c"], "label": [1, 0, 1], "pred": pl.Series([1, "x", 0], dtype=pl.Object)})
-    for bad in (frame, mixed):
-        with pytest.raises(InputError, match="pred values must be 0 or 1"):
-            compare([[frame.with_columns(pl.lit(1).alias("pred"))], [bad]], ["a", "b"], 200, 0)
+    bad = frame.with_columns(pred.alias("pred"))
+    with pytest.raises(InputError, match="pred values must be 0 or 1"):
+        compare([[frame.with_columns(pl.lit(1).alias("pred"))], [bad]], ["a", "b"], 200, 0)
 
 
 # ------------------------------------------------------------- fault 5: line separators in text

@@ -34,16 +34,14 @@ def test_tokens_match_python_word_characters_exactly():
     # U+FE0F (emoji variation selector) and U+0301 (combining accent) are word characters for
     # polars' regex engine but not for Python's: CountVectorizer's tokens must win.
     texts = ["keycap #1\ufe0f\u20e3 today", "cafe\u0301 ok x\u00b2 \u00bd \u0130stanbul", "_under_score 42 a1"]
-    for n in (1, 2, 3):
-        assert count_ngrams(tokenize(texts), (n,))[n] == _vocab_size(texts, n)
+    assert {n: count_ngrams(tokenize(texts), (n,))[n] for n in (1, 2, 3)} == {n: _vocab_size(texts, n) for n in (1, 2, 3)}
 
 
 @pytest.mark.parametrize("task", [5, 6])
 def test_default_counts_equal_countvectorizer_on_sample_data(task):
     texts = [json.loads(line)["text"] for line in (SAMPLE / f"task{task}" / "train.jsonl").open()]
     ours = count_ngrams(tokenize(texts), (1, 2, 3))
-    for n in (1, 2, 3):
-        assert ours[n] == _vocab_size(texts, n)
+    assert {n: ours[n] for n in (1, 2, 3)} == {n: _vocab_size(texts, n) for n in (1, 2, 3)}
 
 
 def test_distinct_and_compression_ratio_rank_repetition():

@@ -202,10 +202,14 @@ def test_in_a_log_file_the_running_step_reports_plain_progress_lines(finished, d
 
 def test_one_mapping_from_study_options_to_training_options(tmp_path):
     options = StudyOptions(classifier="m", epochs=3, lr=1e-4, batch_size=4, max_length=64, device="cpu", threads=2)
-    for arm, balance in (("baseline", "none"), ("synthetic-paper", "none"), ("class-weight", "class-weight"), ("oversample", "oversample")):
-        train = options.train_options(arm, tmp_path / arm)
-        assert (train.out, train.balance, train.resume, train.force) == (tmp_path / arm, balance, False, True)
-        assert (train.model, train.epochs, train.lr, train.batch_size, train.max_length, train.device, train.threads) == ("m", 3, 1e-4, 4, 64, "cpu", 2)
+    arms = {"baseline": "none", "synthetic-paper": "none", "class-weight": "class-weight", "oversample": "oversample"}
+    trains = {arm: options.train_options(arm, tmp_path / arm) for arm in arms}
+    assert {arm: (t.out, t.balance, t.resume, t.force) for arm, t in trains.items()} == {
+        arm: (tmp_path / arm, balance, False, True) for arm, balance in arms.items()
+    }
+    assert {arm: (t.model, t.epochs, t.lr, t.batch_size, t.max_length, t.device, t.threads) for arm, t in trains.items()} == {
+        arm: ("m", 3, 1e-4, 4, 64, "cpu", 2) for arm in arms
+    }
     assert (lambda t: (t.resume, t.force))(options.train_options("baseline", tmp_path, resume=True)) == (True, False)
 
 
@@ -562,8 +566,8 @@ def test_literal_escapes_only_what_could_be_markup():
     from smm4h_cli.study.report import literal
 
     # ordinary text stays readable: versions, model ids, dashes and numbers are not escaped
-    for plain in ("3.11.7", "gpt-4-0125-preview", "-1.000", "#hashtag", "well-known", "10 posts."):
-        assert literal(plain) == plain
+    plain = ["3.11.7", "gpt-4-0125-preview", "-1.000", "#hashtag", "well-known", "10 posts."]
+    assert [literal(text) for text in plain] == plain
     assert literal("a\nb\u2028c") == "a b c"
 
 

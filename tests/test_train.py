@@ -199,7 +199,7 @@ def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
         (["--device", "tpu"], "--device must be auto, cpu, cuda"),
         (["--seeds", "1,1"], "--seeds gives 1 more than once"),
         (["--model", "/nonexistent/model"], "no such folder, and not a Hugging Face id"),
-        (["--model", str(ROOT / "docs")], "could not load the model"),
+        pytest.param(["--model", str(ROOT / "docs")], "could not load the model", marks=slow),  # transformers tries to load it
         (["--precision", "fp8"], "--precision must be one of auto, fp32, bf16, fp16"),
         (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
     ],

@@ -1,4 +1,5 @@
-# The two set-up commands of the README: `make demo` and `make test`. Both create or update
+# The two set-up commands of the README: `make demo` and `make test` (and `make test-fast`, the lane
+# of tests that load no model). All create or update
 # .venv and are quick on a second run (the install is redone only when pyproject.toml or
 # constraints.txt change).
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean browser
+.PHONY: install test test-fast demo bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,12 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# The fast lane: every test but those marked slow (they load a model, MiniLM or SmolLM2 behind
+# llama.cpp's server, or run whole commands as processes); seconds, for the edit-test loop.
+# `make test` runs both lanes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 # The main job: the whole study on the Task 5 sample data with the embedded models (offline, CPU).
 # A second run finds every step up to date and only rewrites the report.

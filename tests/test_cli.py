@@ -1,16 +1,31 @@
-"""The command line as a whole: every registered command's --help."""
+"""The command line as a whole: every registered command has its --help, its page in docs/ and its
+row in the README's command table."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from smm4h_cli.cli import app
 
+from conftest import ROOT
+
 COMMANDS = [info.name for info in app.registered_commands]
 
 
-def test_every_command_is_registered_by_name():
-    assert COMMANDS and all(COMMANDS)
+def _readme_table_commands() -> list[str]:
+    """The commands named in the README's command table (the first table under "## Commands")."""
+    section = ROOT.joinpath("README.md").read_text(encoding="utf-8").split("\n## Commands\n", 1)[1]
+    table = re.search(r"(?m)^\|.*\n(?:^\|.*\n)+", section).group(0)
+    return re.findall(r"`smm4h ([a-z-]+)`", table)
+
+
+def test_root_help_lists_exactly_the_registered_commands(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    listed = re.findall(r"^│ ([a-z][a-z-]*) ", result.stdout, flags=re.M)
+    assert sorted(listed) == sorted(COMMANDS) and len(set(COMMANDS)) == len(COMMANDS) >= 7
 
 
 @pytest.mark.parametrize(
@@ -23,3 +38,15 @@ def test_help_shows_no_bool_type_for_flags(cli, command):
     result = cli(*command, "--help")
     assert result.exit_code == 0, result.output
     assert "--help" in result.stdout and "<bool>" not in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_a_page_in_docs(command):
+    page = ROOT / "docs" / f"{command}.md"
+    assert page.is_file(), f"write docs/{command}.md"
+    assert f"smm4h {command}" in page.read_text(encoding="utf-8")
+
+
+def test_every_command_has_a_row_in_the_readme_table_and_every_row_a_command():
+    rows = _readme_table_commands()
+    assert sorted(rows) == sorted(COMMANDS)

@@ -62,5 +62,9 @@ def test_quiet_prints_nothing_and_terminal_draws_bars():
     assert "embed [x] · posts" in buf.getvalue()
 
 
-def test_report_without_callback_is_a_no_op():
-    report(None, "embed", 1, 2)  # must not raise
+def test_report_sends_one_event_to_a_callback_and_without_one_does_nothing():
+    events: list[ProgressEvent] = []
+    report(events.append, "embed", 1, 2, "3 posts", milestone=True)
+    report(events.append, "k-means", 0)
+    assert events == [ProgressEvent("embed", 1, 2, "3 posts", True), ProgressEvent("k-means", 0, None, "", False)]
+    report(None, "embed", 1, 2)  # no callback: nothing to call, nothing raised

@@ -47,7 +47,7 @@ def select_cli(
 
         smm4h select synthetic.jsonl --train train.jsonl --dedup --random 200 --seed 1 -o control.jsonl
     """
-    from smm4h_cli.selection import SelectOptions, check_request, select
+    from smm4h_cli.selection import SelectOptions, select
 
     if min_prob is not None and confidence is None:
         raise InputError("--min-prob needs --confidence RUN_DIR (the classifier that scores the posts).")
@@ -59,7 +59,6 @@ def select_cli(
     cols = columns(text_col, label_col, id_col)
     synthetic_frame = read_records(synthetic, cols)
     train_frame = read_records(train, cols, require_label=True)
-    check_request(synthetic_frame, train_frame, options, confidence)
     with ProgressDisplay(quiet) as show:
         result = select(synthetic_frame, train_frame, options, run_dir=confidence, progress=show)
     write_records(result.kept, out, force=force)

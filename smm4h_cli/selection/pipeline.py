@@ -186,14 +186,14 @@ def select(
 
     if options.dedup:
         rules.append("dedup")
-        report(progress, "dedup", 0, len(alive))
+        report(progress, "dedup", 0, 1)
         ids = frame["id"].to_list()
         drop("dedup", dedup_drops([texts[p] for p in alive], [ids[p] for p in alive], train["text"].to_list(), train["id"].to_list(), options.near))
         report(progress, "dedup", 1, 1, f"{len(alive):,} left", milestone=True)
 
     if run_dir is not None:
         rules.append("confidence")
-        report(progress, "score", 0, len(alive))
+        report(progress, "score", 0, 1)
         scored = _score(run_dir, frame[alive.tolist()], options) if len(alive) else np.zeros(0)
         probs.update({int(p): round(float(s), 6) for p, s in zip(alive, scored)})
         drop("confidence", confidence_drops(scored, options.min_prob, options.max_prob))

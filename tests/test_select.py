@@ -284,3 +284,12 @@ def test_confidence_drops_disguised_negatives_far_more_than_positives(real_run, 
     counts = capped.dropped_counts["confidence"]
     assert counts["below_min_prob"] == gone.height and capped.posts_kept + sum(counts.values()) == len(rows)
     assert all(0.5 <= json.loads(s)["prob"] <= 0.9 for s in capped.kept["selection"])
+
+
+def test_help_names_every_rule_and_the_order(cli):
+    result = cli("select", "--help")
+    assert result.exit_code == 0
+    for option in ("--dedup", "--near", "--confidence", "--min-prob", "--max-prob", "--diverse", "--random", "--dropped", "--seed", "--device", "--threads"):
+        assert option in result.stdout, option
+    assert "dedup -> confidence -> diverse | random" in " ".join(result.stdout.split())
+    assert "select" in cli("--help").stdout

@@ -7,7 +7,7 @@ seen, not of the posts). ``write_record_chunks`` writes chunks as they come to a
 beside the output and renames it into place at the end; an error on the way (a bad line at post
 900,000) removes the temporary file, so no output file is left.
 
-Memory: one chunk of posts, plus the ids seen so far (about 150 bytes an id) to check them unique.
+Memory: one chunk of posts, plus the ids seen so far (about 120 bytes an id) to check them unique.
 
 What a chunked read cannot see ahead, the first chunk decides: which columns hold the text, the
 label and the id. A later post without one of them is the same error as in a whole-file read

@@ -120,29 +120,47 @@ def _read_bytes(path: str | os.PathLike[str], stdin: IO[bytes] | None) -> bytes:
                 return sys.stdin.read().encode("utf-8")
             return stream.read()
         except (OSError, ValueError) as exc:
-            raise InputError(f"<stdin> could not be read ({_reason(exc)}).") from None
+            raise unreadable(path, exc) from None
+    with open_input(path) as stream:
+        try:
+            return stream.read()
+        except OSError as exc:
+            raise unreadable(path, exc) from None
+
+
+def open_input(path: str | os.PathLike[str]) -> IO[bytes]:
+    """``path`` opened for reading in binary, or the :class:`InputError` saying why it cannot be."""
     p = Path(path)
     try:
         if not p.exists():
             raise InputError(f"{p}: no such file. Check the path (relative paths start from {Path.cwd()}).")
         if p.is_dir():
             raise InputError(f"{p} is a folder; expected a file of posts (.jsonl, .parquet, .csv or .tsv).")
-        return p.read_bytes()
-    except PermissionError:
-        raise InputError(f"{p}: permission denied, the file cannot be read. Check its permissions (ls -l '{p}').") from None
+        return p.open("rb")
     except OSError as exc:
-        raise InputError(f"{p} could not be read ({_reason(exc)}).") from None
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path: str | os.PathLike[str], exc: OSError | ValueError) -> InputError:
+    """The one message for an input that exists but cannot be read."""
+    if str(path) == STDIO:
+        return InputError(f"<stdin> could not be read ({_reason(exc)}).")
+    p = Path(path)
+    if isinstance(exc, PermissionError):
+        return InputError(f"{p}: permission denied, the file cannot be read. Check its permissions (ls -l '{p}').")
+    return InputError(f"{p} could not be read ({_reason(exc)}).")
 
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def _decode(raw: bytes, name: str) -> str:
+def _decode(raw: bytes, name: str, line_offset: int = 0) -> str:
+    """``raw`` as UTF-8; ``line_offset``: lines of the file before ``raw`` (a streamed chunk)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1 + line_offset
         bad = raw[exc.start : exc.start + 1].hex()
         raise InputError(
             f"{name}, line {line}: byte 0x{bad} is not UTF-8. Save the file as UTF-8 "
@@ -157,9 +175,14 @@ class _Where:
         self.kind, self.lines, self.offset = kind, lines, offset
 
     def __call__(self, row: int) -> str:
-        if self.lines is not None:
-            return f"line {self.lines[row]}"
-        return f"{self.kind} {row + self.offset}"
+        return f"{self.unit} {self.number(row)}"
+
+    @property
+    def unit(self) -> str:
+        return "line" if self.lines is not None else self.kind
+
+    def number(self, row: int) -> int:
+        return self.lines[row] if self.lines is not None else row + self.offset
 
     def many(self, rows: Iterable[int]) -> str:
         rows = list(rows)
@@ -187,10 +210,10 @@ _JSON_BLANK = " \t\r"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _parse_jsonl(text: str, name: str) -> tuple[pl.DataFrame, _Where]:
+def _parse_jsonl(text: str, name: str, line_offset: int = 0) -> tuple[pl.DataFrame, _Where]:
     rows: list[dict] = []
     lines: list[int] = []
-    for number, line in enumerate(jsonl_lines(text), start=1):
+    for number, line in enumerate(jsonl_lines(text), start=1 + line_offset):
         if not line.strip(_JSON_BLANK):
             continue
         try:
@@ -326,18 +349,29 @@ def _structure_error(scan: _Scan, name: str, kind: str) -> InputError | None:
     return None
 
 
-def _parse_delimited(text: str, name: str, separator: str) -> tuple[pl.DataFrame, _Where]:
+def _shifted(scan: _Scan, line_offset: int) -> _Scan:
+    """``scan`` of a streamed chunk (the header, then records from further down the file) with the
+    records' lines counted in the whole file; the header stays line 1."""
+    if line_offset:
+        scan.starts[1:] = [s + line_offset for s in scan.starts[1:]]
+        if scan.problem is not None and scan.problem[0] > 1:
+            scan.problem = (scan.problem[0] + line_offset, scan.problem[1])
+    return scan
+
+
+def _parse_delimited(text: str, name: str, separator: str, line_offset: int = 0) -> tuple[pl.DataFrame, _Where]:
+    """``line_offset``: for a streamed chunk (header + records), the file lines skipped between them."""
     kind = "CSV" if separator == "," else "TSV"
     # The SMM4H TSV layout never quotes (tweets hold stray double quotes), so a TSV is read
     # without quoting when its rows are regular that way; one that is regular only with quoting
     # (a field with a line break, as spreadsheets export them) is read with it. A CSV is quoted.
     quote: str | None = '"'
-    scan = _scan_delimited(text, separator, quote if separator == "," else None)
+    scan = _shifted(_scan_delimited(text, separator, quote if separator == "," else None), line_offset)
     problem = _structure_error(scan, name, kind)
     if separator == "\t":
         quote = None
         if problem is not None:
-            quoted = _scan_delimited(text, separator, '"')
+            quoted = _shifted(_scan_delimited(text, separator, '"'), line_offset)
             if _structure_error(quoted, name, kind) is None:
                 quote, scan, problem = '"', quoted, None
     if problem is not None:
@@ -354,7 +388,7 @@ def _parse_delimited(text: str, name: str, separator: str) -> tuple[pl.DataFrame
         raise InputError(f"{name}: could not be read as {kind} ({first}).") from None
     if len(scan.starts) == frame.height + 1:
         return frame, _Where("line", scan.starts[1:])
-    return frame, _Where("line", offset=2)
+    return frame, _Where("line", offset=2 + line_offset)
 
 
 def _parse_parquet(raw: bytes, name: str) -> tuple[pl.DataFrame, _Where]:
@@ -383,7 +417,9 @@ def _to_records(
     stem: str,
     columns: Columns,
     require_label: bool,
+    first_row: int = 0,
 ) -> pl.DataFrame:
+    """The validated records of ``frame``; ``first_row``: rows of the file before it (a streamed chunk), for generated ids."""
     text_col = _pick(frame, name, columns.text, TEXT_COLUMNS, "--text-col")
     if text_col is None:
         raise InputError(
@@ -399,7 +435,7 @@ def _to_records(
         )
 
     text = _text_column(frame[text_col], where, name)
-    ids = _id_column(frame[id_col] if id_col else None, frame.height, stem, where, name)
+    ids = _id_column(frame[id_col] if id_col else None, frame.height, stem, where, name, first_row)
     out = [ids, text]
     if label_col is not None:
         out.append(_label_column(frame[label_col], where, name))
@@ -426,9 +462,9 @@ def _text_column(col: pl.Series, where: _Where, name: str) -> pl.Series:
     return pl.Series("text", values, dtype=pl.String)
 
 
-def _id_column(col: pl.Series | None, height: int, stem: str, where: _Where, name: str) -> pl.Series:
+def _id_column(col: pl.Series | None, height: int, stem: str, where: _Where, name: str, first_row: int = 0) -> pl.Series:
     if col is None:
-        return pl.Series("id", [f"{stem}-{i + 1}" for i in range(height)], dtype=pl.String)
+        return pl.Series("id", [f"{stem}-{first_row + i + 1}" for i in range(height)], dtype=pl.String)
     values = col.to_list()
     missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
     if missing:

@@ -13,7 +13,7 @@ peak is not another's. Two parts, in the same run:
    and POSTS posts, and the whole-file path (``--chunk-size`` = the file's size, one chunk: what
    predict did before streaming) on POSTS/4. Prints peak RSS and posts/s of each; flat memory
    means the two streamed peaks are close.
-2. The same pipeline without the model (``io_stream.iter_records`` -> ``with_predictions`` with a
+2. The same pipeline without the model (``io.stream.iter_records`` -> ``with_predictions`` with a
    constant probability -> ``write_record_chunks``), which is everything that grows with the
    number of posts: streamed on IO_POSTS/5 and IO_POSTS, and read_records -> write_records on
    IO_POSTS/5. Prints the memory per post of each path and their ratio.
@@ -49,7 +49,7 @@ WORDS = (
 _IO_PIPELINE = """
 import sys, numpy as np
 from smm4h_cli.io import read_records, write_records
-from smm4h_cli.io_stream import iter_records, write_record_chunks
+from smm4h_cli.io.stream import iter_records, write_record_chunks
 from smm4h_cli.training.predict import with_predictions
 src, out, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fake = lambda f: with_predictions(f, np.full(f.height, 0.5), 0.5)
@@ -134,7 +134,7 @@ def main() -> None:
         io_small, io_large = args.io_posts // 5, args.io_posts
         for n in (io_small, io_large):
             make_posts(tmp / f"io{n}.jsonl", n)
-        base, _ = measured([sys.executable, "-c", "import polars, numpy, smm4h_cli.io_stream, smm4h_cli.training.predict"])
+        base, _ = measured([sys.executable, "-c", "import polars, numpy, smm4h_cli.io.stream, smm4h_cli.training.predict"])
         runs = {}
         for label, n, chunk in (("streamed", io_small, args.chunk_size), ("streamed", io_large, args.chunk_size), ("whole file", io_small, 0)):
             peak, wall = measured([sys.executable, "-c", _IO_PIPELINE, str(tmp / f"io{n}.jsonl"), str(tmp / "io-out.jsonl"), str(chunk)])

@@ -11,7 +11,7 @@ import pytest
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, write_records
-from smm4h_cli.io_stream import iter_records, write_record_chunks
+from smm4h_cli.io.stream import iter_records, write_record_chunks
 
 from conftest import write_jsonl
 

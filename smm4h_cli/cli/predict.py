@@ -11,7 +11,7 @@ import typer
 
 from smm4h_cli.cli._common import Device, Force, IdCol, LabelCol, Quiet, TextCol, Threads, columns, err
 from smm4h_cli.io import check_outputs, check_writable
-from smm4h_cli.io_stream import DEFAULT_CHUNK_SIZE, iter_records, write_record_chunks
+from smm4h_cli.io.stream import DEFAULT_CHUNK_SIZE, iter_records, write_record_chunks
 from smm4h_cli.training.metrics import binary_scores
 from smm4h_cli.training.predict import PredictOptions, predict_chunks
 

@@ -87,7 +87,7 @@ def predict(run_dir: str | Path, frame: pl.DataFrame, options: PredictOptions = 
 def predict_chunks(
     run_dir: str | Path, chunks: Iterable[pl.DataFrame], options: PredictOptions = PredictOptions()
 ) -> Iterator[pl.DataFrame]:
-    """``predict`` on each frame of ``chunks`` (such as ``io_stream.iter_records``), yielded as it is done.
+    """``predict`` on each frame of ``chunks`` (such as ``io.stream.iter_records``), yielded as it is done.
 
     The first chunk is taken before the model loads, so that bad input in it fails at once.
     Each chunk is batched on its own, and a post's probability depends, in float rounding, on

@@ -30,26 +30,23 @@ from typing import IO, Iterable, Iterator
 import polars as pl
 
 from smm4h_cli.errors import InputError
-from smm4h_cli.io import (
+from smm4h_cli.io.parse import (
     ID_COLUMNS,
     LABEL_COLUMNS,
     STDIO,
     TEXT_COLUMNS,
-    Columns,
     _decode,
     _parse_delimited,
     _parse_jsonl,
-    _pick,
-    _to_records,
     _Where,
-    atomic_write,
-    check_writable,
     display_name,
     format_of,
     open_input,
     stem_of,
     unreadable,
 )
+from smm4h_cli.io.records import Columns, _pick, _to_records
+from smm4h_cli.io.write import atomic_write, check_writable
 
 #: Posts read, predicted and written at a time: about 10 MB of tweets, and a file of up to this
 #: many posts is one chunk, exactly the whole-file path.
@@ -138,7 +135,7 @@ def _special(separator: bytes) -> re.Pattern[bytes]:
 
 
 def _still_quoted(line: bytes, in_quotes: bool, separator: bytes) -> bool:
-    """Whether a quoted field is still open after ``line``, by the rule of ``io._scan_delimited``:
+    """Whether a quoted field is still open after ``line``, by the rule of ``io.parse._scan_delimited``:
     a quote opens a field only at the field's start, and a doubled quote inside it is a quote."""
     special = _special(separator)
     field_start, i = (-1 if in_quotes else 0), 0

@@ -79,11 +79,12 @@ from smm4h_cli.cli import (  # noqa: E402  (the commands, in the order of the pi
     generate as _generate,
     ngrams as _ngrams,
     predict as _predict,
+    select as _select,
     study as _study,
     train as _train,
 )
 
-for _command in (_generate, _train, _predict, _compare, _ngrams, _embed_cluster, _study):
+for _command in (_generate, _select, _train, _predict, _compare, _ngrams, _embed_cluster, _study):
     _command.register(app)
 for _info in app.registered_commands:  # every command's --help shows no type either
     if _info.cls in (None, TyperCommand):

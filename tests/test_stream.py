@@ -203,6 +203,7 @@ def posts(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("posts") / "posts.jsonl", _posts(40))
 
 
+@pytest.mark.slow  # the classifier fixture loads MiniLM
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_predict_in_chunks_is_byte_identical_to_one_chunk(cli, classifier, posts, tmp_path, suffix):
     common = ["--threads", "1", "--batch-size", "1", "--quiet"]  # no padding: a post's numbers do not depend on its batch
@@ -214,6 +215,7 @@ def test_predict_in_chunks_is_byte_identical_to_one_chunk(cli, classifier, posts
     assert read_records(one).height == 40
 
 
+@pytest.mark.slow  # the classifier fixture loads MiniLM
 def test_predict_in_chunks_with_batches_differs_at_most_in_the_last_decimal(cli, classifier, posts, tmp_path):
     one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
     assert cli("predict", classifier, posts, "--out", one, "--threads", "1").exit_code == 0
@@ -228,6 +230,7 @@ def test_predict_in_chunks_with_batches_differs_at_most_in_the_last_decimal(cli,
     assert sum(counts) == 40
 
 
+@pytest.mark.slow  # the classifier fixture loads MiniLM
 def test_predict_a_bad_line_in_a_late_chunk_exits_2_and_writes_nothing(cli, classifier, tmp_path):
     lines = [json.dumps(r) for r in _posts(40)]
     lines[36] = "not json"
@@ -240,6 +243,7 @@ def test_predict_a_bad_line_in_a_late_chunk_exits_2_and_writes_nothing(cli, clas
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+@pytest.mark.slow  # the classifier fixture loads MiniLM
 def test_predict_duplicate_id_across_chunks_exits_2_naming_the_lines(cli, classifier, tmp_path):
     rows = _posts(40)
     rows[33]["id"] = "p2"
@@ -251,6 +255,7 @@ def test_predict_duplicate_id_across_chunks_exits_2_naming_the_lines(cli, classi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.jsonl"]
 
 
+@pytest.mark.slow  # the classifier fixture loads MiniLM
 def test_predict_streams_stdin_to_stdout(cli, classifier, posts, tmp_path):
     common = ["--threads", "1", "--batch-size", "1", "--quiet"]
     assert cli("predict", classifier, posts, "--out", tmp_path / "one.jsonl", *common).exit_code == 0

@@ -64,9 +64,15 @@ class Scripted:
     a clean numbered list. Actions: ("429", retry_after), ("500",), ("hang", seconds),
     ("drop",), ("content", text[, finish_reason]), ("body", raw JSON text of a 200 answer),
     ("error", status, message).
+
+    ``json_forms``: the ``response_format`` types it takes (answering ``{"posts": [...]}``); a
+    request with another one gets HTTP 400 (as from a server without structured outputs),
+    before it is counted. ``formats`` records the ``response_format`` of every chat request.
     """
 
-    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",)):
+    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",), json_forms=()):
+        self.json_forms = tuple(json_forms)
+        self.formats: list = []
         self.script = script or {}
         self.delay = delay
         self.models = list(models)
@@ -80,6 +86,10 @@ class Scripted:
 
     async def _chat(self, request):
         body = await request.json()
+        rf = body.get("response_format")
+        self.formats.append(rf)
+        if rf is not None and rf.get("type") not in self.json_forms:
+            return web.json_response({"error": {"message": f"response_format type {rf.get('type')} is not supported"}}, status=400)
         call = int(body.get("seed", 0))
         self.auth.append(request.headers.get("Authorization"))
         attempt = self.attempts[call]
@@ -106,6 +116,8 @@ class Scripted:
             request.transport.abort()
             return web.Response()
         content, finish = numbered(call, count), "stop"
+        if rf is not None:
+            content = json.dumps({"posts": [fake_post(call, i) for i in range(1, count + 1)]})
         if kind == "content":
             content = action[1]
             finish = action[2] if len(action) > 2 else "stop"
@@ -494,7 +506,7 @@ def test_dedup_drop_removes_repeats_and_leaks_and_counts_them(train5):
     assert flagged["duplicate"].to_list() == [None, "exact", "train_exact"]
     assert flagged["duplicate_of"][1] == "syn-paper-0000-01"
     assert dropped["text"].to_list() == ["our toddler said her first word today"]
-    assert summary.duplicates == summary_drop.duplicates == {"train_exact": 1, "train_near": 0, "exact": 1, "near": 0}
+    assert summary.duplicates == summary_drop.duplicates == {"example_copy": 0, "train_exact": 1, "train_near": 0, "exact": 1, "near": 0}
     assert (summary.posts_kept, summary_drop.posts_kept) == (3, 1)
 
 

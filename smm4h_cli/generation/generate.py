@@ -244,7 +244,7 @@ def generate(
                 make(todo)
             if not options.fill:
                 break
-            kept = assemble(options, backend, train, plan, results, fmt).posts_kept
+            kept = assemble(options, backend, train, plan, results, fmt)[1].posts_kept
             size = next_round(options.n, kept, len(plan), options.per_call, options.call_limit)
 
     frame, summary = assemble(options, backend, train, plan, results, fmt, planner)

@@ -27,9 +27,9 @@ EMBEDDED_REPEAT_PENALTY = 1.2
 EMBEDDED_MAX_TOKENS = 512
 #: JSON output adds quotes and commas, and its grammar allows posts up to 280 characters.
 EMBEDDED_JSON_MAX_TOKENS = 768
-#: The embedded model's sampling temperature, chosen from bench/generate_tuning.py (bench/RESULTS.md);
-#: the paper's 0 stays the default for every other backend.
-EMBEDDED_TEMPERATURE = 0.7
+#: The embedded model's sampling temperature (bench/generate_tuning.py, bench/RESULTS.md); the paper's
+#: 0 is the default of every other backend. Kept at 0 until a full measurement supports another value.
+EMBEDDED_TEMPERATURE = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,8 @@ def static_format(options, backend: Backend) -> OutputFormat:
     """The output format known without asking the server (what ``plan_calls`` uses when given none)."""
     if options.output_format == "list":
         return OutputFormat("list")
-    if backend.kind == "embedded":
-        return OutputFormat("json", "json_object")
     if options.output_format == "json":
-        return OutputFormat("json", "json_schema")
+        return OutputFormat("json", "json_object" if backend.kind == "embedded" else "json_schema")
     return OutputFormat("list")
 
 

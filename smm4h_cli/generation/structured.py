@@ -11,7 +11,8 @@
                  ``json_object``). This form also bounds each post's length, which the grammar enforces.
 
 ``auto`` resolves once per run (:func:`resolve_output_format`): the embedded server takes
-``json_object``; an OpenAI model known to have structured outputs takes ``json_schema``; the
+``json_object`` but stays on the list under ``auto`` (its grammar sampling is too slow on a CPU,
+bench/RESULTS.md); an OpenAI model known to have structured outputs takes ``json_schema``; the
 paper's ``gpt-4-0125-preview`` does not, so the paper's setting stays the paper's numbered list;
 any other server is asked once, with a one-post probe, which form it takes (``list`` when neither).
 How the format was found is recorded in the summary (``output_format_how``).
@@ -82,7 +83,11 @@ def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = 
     if asked == "list":
         return OutputFormat("list")
     if backend.kind == "embedded":
-        return OutputFormat("json", "json_object", "asked" if asked == "json" else "known: the embedded llama.cpp server")
+        if asked == "json":
+            return OutputFormat("json", "json_object", "asked")
+        # measured (bench/generate_tuning.py): llama-cpp-python's grammar sampling made a call of
+        # SmolLM2 about 11x slower on two cores and its answers did not parse; auto keeps the list
+        return OutputFormat("list", None, "known: the embedded server's grammar is too slow on CPU (bench/RESULTS.md)")
     if backend.kind == "openai" and _openai_has_json(backend.model):
         return OutputFormat("json", "json_schema", "asked" if asked == "json" else f"known: {backend.model} has structured outputs")
     if asked == "auto" and backend.kind == "openai":  # the paper's model among them: no probe paid for

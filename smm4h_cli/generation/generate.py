@@ -194,7 +194,7 @@ def generate(
     timeout = options.timeout or (EMBEDDED_TIMEOUT if backend.kind == "embedded" else DEFAULT_TIMEOUT)
     if options.batch:
         check_batch_backend(backend)  # the embedded model, or a server without /v1/batches: refused before any call
-    fmt = resolve_output_format(options.output_format, backend, timeout=min(timeout, DEFAULT_TIMEOUT))
+    fmt = resolve_output_format(options.output_format, backend, timeout=min(timeout, DEFAULT_TIMEOUT), probing=not options.batch)
     planner = Planner(options, backend, train, fmt)
     cache = CallCache(options.cache_path)
     cached = cache.load()

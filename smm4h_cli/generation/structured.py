@@ -71,7 +71,8 @@ def _openai_has_json(model: str) -> bool:
     return any(model == m or model.startswith(m + "-") for m in OPENAI_JSON_MODELS)
 
 
-def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = None, timeout: float = 60.0) -> OutputFormat:
+def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = None, timeout: float = 60.0,
+                          probing: bool = True) -> OutputFormat:
     """The run's output format for ``--output-format asked`` on ``backend``, found once per run.
 
     ``probe_url``: the base URL to probe (a compatible server, or OpenAI under an explicit
@@ -92,6 +93,8 @@ def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = 
         return OutputFormat("json", "json_schema", "asked" if asked == "json" else f"known: {backend.model} has structured outputs")
     if asked == "auto" and backend.kind == "openai":  # the paper's model among them: no probe paid for
         return OutputFormat("list", None, f"known: {backend.model} has no structured outputs")
+    if not probing:
+        return OutputFormat("json", "json_schema", "asked") if asked == "json" else OutputFormat("list", None, "not probed (--batch)")
     url = probe_url or backend.base_url
     refusals = []
     for form in ("json_schema", "json_object"):
@@ -126,8 +129,8 @@ def probe(backend: Backend, url: str | None, form: str, timeout: float) -> str |
         return f"HTTP 422: {redact(str(exc.message))[:200]}"
     except (openai.APIConnectionError, openai.APITimeoutError):
         raise RunError(f"cannot reach the server at {url} to ask whether it takes --output-format json; check the server.") from None
-    except openai.APIStatusError as exc:
-        raise RunError(f"the server at {url} answered HTTP {exc.status_code} when asked for JSON output: {redact(str(exc.message))[:200]}.") from None
+    except openai.APIStatusError as exc:  # e.g. a server without a chat endpoint: it gives no JSON either
+        return f"HTTP {exc.status_code}: {redact(str(exc.message))[:200]}"
     finally:
         client.close()
 

@@ -9,6 +9,7 @@ Shared by the test modules (``from scripted import Scripted``, as ``scripted_bat
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import threading
@@ -42,9 +43,15 @@ class Scripted:
     a clean numbered list. Actions: ("429", retry_after), ("500",), ("hang", seconds),
     ("drop",), ("content", text[, finish_reason]), ("body", raw JSON text of a 200 answer),
     ("error", status, message).
+
+    ``json_forms``: the ``response_format`` types it takes (answering ``{"posts": [...]}``); a
+    request with another one gets HTTP 400 (as from a server without structured outputs),
+    before it is counted. ``formats`` records the ``response_format`` of every chat request.
     """
 
-    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",)):
+    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",), json_forms=()):
+        self.json_forms = tuple(json_forms)
+        self.formats: list = []
         self.script = script or {}
         self.delay = delay
         self.models = list(models)
@@ -58,6 +65,10 @@ class Scripted:
 
     async def _chat(self, request):
         body = await request.json()
+        rf = body.get("response_format")
+        self.formats.append(rf)
+        if rf is not None and rf.get("type") not in self.json_forms:
+            return web.json_response({"error": {"message": f"response_format type {rf.get('type')} is not supported"}}, status=400)
         call = int(body.get("seed", 0))
         self.auth.append(request.headers.get("Authorization"))
         attempt = self.attempts[call]
@@ -84,6 +95,8 @@ class Scripted:
             request.transport.abort()
             return web.Response()
         content, finish = numbered(call, count), "stop"
+        if rf is not None:
+            content = json.dumps({"posts": [fake_post(call, i) for i in range(1, count + 1)]})
         if kind == "content":
             content = action[1]
             finish = action[2] if len(action) > 2 else "stop"

@@ -403,7 +403,7 @@ def test_dedup_drop_removes_repeats_and_leaks_and_counts_them(train5):
     assert flagged["duplicate"].to_list() == [None, "exact", "train_exact"]
     assert flagged["duplicate_of"][1] == "syn-paper-0000-01"
     assert dropped["text"].to_list() == ["our toddler said her first word today"]
-    assert summary.duplicates == summary_drop.duplicates == {"train_exact": 1, "train_near": 0, "exact": 1, "near": 0}
+    assert summary.duplicates == summary_drop.duplicates == {"example_copy": 0, "train_exact": 1, "train_near": 0, "exact": 1, "near": 0}
     assert (summary.posts_kept, summary_drop.posts_kept) == (3, 1)
 
 

@@ -15,12 +15,14 @@ from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.files import RunFiles, claim_outputs
 from smm4h_cli.generation.generate import DEDUP_MODES, STRATEGIES
 from smm4h_cli.generation.prompts import REQUEST_STYLES
+from smm4h_cli.generation.structured import OUTPUT_FORMATS
 from smm4h_cli.io import STDIO, read_records, write_json, write_records
 from smm4h_cli.sample import sample_path
 
 Strategy = choices("Strategy", STRATEGIES)
 RequestStyle = choices("RequestStyle", ("auto", *REQUEST_STYLES))
 Dedup = choices("Dedup", DEDUP_MODES)
+OutputFormatChoice = choices("OutputFormat", OUTPUT_FORMATS)
 
 
 def cache_path_for(out: str, cache: Path | None, no_cache: bool) -> Path | None:
@@ -36,13 +38,13 @@ def cache_path_for(out: str, cache: Path | None, no_cache: bool) -> Path | None:
 
 def generate_cli(
     task: Annotated[int, typer.Option("--task", "-t", help="SMM4H 2024 task: 5 (child's disorder, tweets) or 6 (self-reported exact age); picks the paper's label definitions and the default --train.")] = 5,
-    n: Annotated[int, typer.Option("--n", help="Synthetic posts to ask for, in calls of --per-call (the paper: 1,000 in 100 calls).")] = 1000,
+    n: Annotated[int, typer.Option("--n", help="Synthetic posts to ask for, in calls of --per-call (the paper: 1,000 in 100 calls); with --fill, posts to keep.")] = 1000,
     train: Annotated[Path | None, typer.Option("--train", help="Labelled posts the few-shot examples are drawn from \\[default: the task's sample data].", show_default=False)] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output file (.jsonl, .parquet, .csv, .tsv), or '-' for JSON lines on stdout. A file gets OUT.meta.json (the summary) and OUT.cache.jsonl (the call cache) beside it. \\[default: JSON lines on stdout when it is a pipe or a file; else synthetic.jsonl, where smm4h train --with-synthetic looks].", show_default=False)] = None,
     strategy: Annotated[Strategy, typer.Option("--strategy", help="paper: the paper's few-shot prompt. attributes: each call also fixes one value of every attribute (AttrPrompt), spread evenly, for diversity.")] = Strategy.paper,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name: an OpenAI model (the paper's: gpt-4-0125-preview; needs OPENAI_API_KEY), a model of the --base-url server, or 'embedded' \\[default: the embedded SmolLM2-135M-Instruct without a key or base URL; gpt-4-0125-preview with OPENAI_API_KEY; the server's first model with --base-url].", show_default=False)] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio), e.g. http://localhost:8000/v1 \\[default: $OPENAI_BASE_URL].", show_default=False)] = None,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (the paper: 0).")] = 0.0,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature \\[default: the paper's 0; the embedded SmolLM2's tuned value, see bench/generate_tuning.py].", show_default=False)] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per call \\[default: the server's; 512 for SmolLM2].", show_default=False)] = None,
     examples: Annotated[int, typer.Option("--examples", "-k", help="Positive and negative few-shot examples per call, each (the paper: 5 + 5).")] = 5,
     per_call: Annotated[int, typer.Option("--per-call", help="Posts asked for per call (the paper: 10).")] = 10,
@@ -50,6 +52,9 @@ def generate_cli(
     attributes: Annotated[Path | None, typer.Option("--attributes", help="Attributes for --strategy attributes: a YAML/JSON mapping of attribute -> list of values \\[default: the task's built-in set; see --show-attributes].", show_default=False)] = None,
     show_attributes: Annotated[bool, flag("--show-attributes", help="Print the task's built-in attribute set as YAML (a start for --attributes) and exit.")] = False,
     request_style: Annotated[RequestStyle, typer.Option("--request-style", help="paper: Appendix A.1 verbatim. list: a plain request for a numbered list, which small models follow. auto: list for SmolLM2 (embedded or on any server), paper otherwise.")] = RequestStyle.auto,
+    output_format: Annotated[OutputFormatChoice, typer.Option("--output-format", help="json: the answer constrained to a JSON schema of exactly --per-call posts (OpenAI structured outputs; llama.cpp, vLLM, Ollama servers). list: the numbered list (--request-style paper --output-format list is the paper's exact setting). auto: json where the backend supports it well (OpenAI models with structured outputs, a server that takes it), list otherwise (and for the embedded model, whose grammar sampling is slow on CPU).")] = OutputFormatChoice.auto,
+    fill: Annotated[bool, flag("--fill", help="--n counts posts kept (parsed, and not dropped by --dedup drop): calls go on until n are kept or --max-calls were made.")] = False,
+    max_calls: Annotated[int | None, typer.Option("--max-calls", help="The most calls a --fill run makes \\[default: 3 x n / --per-call].", show_default=False)] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at once (the embedded server takes one at a time).")] = 4,
     tries: Annotated[int, typer.Option("--tries", help="Attempts per call (429, 5xx, timeouts, dropped connections are retried with backoff, honouring Retry-After); then the call counts as failed and the run goes on.")] = 6,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for one answer before retrying \\[default: 120; 600 for the embedded model].", show_default=False)] = None,
@@ -100,7 +105,7 @@ def generate_cli(
         per_call=per_call, max_tokens=max_tokens, request_style=request_style.value,
         attributes=attrs.load_attributes(attributes) if attributes is not None else None,
         dedup=dedup.value, similarity=similarity, tries=tries, timeout=timeout, price_in=price_in, price_out=price_out,
-        batch=batch, poll_interval=poll_interval,
+        batch=batch, poll_interval=poll_interval, output_format=output_format.value, fill=fill, max_calls=max_calls,
     )
     train_path = train if train is not None else sample_path(task, "train")
     inputs = [("--train", train_path), ("--definitions", definitions), ("--attributes", attributes)]
@@ -122,7 +127,7 @@ def _run(options, out: str, files: RunFiles, train_path: Path, cols, force: bool
     if talk:
         where = "stdout" if out == STDIO else out
         err.print(
-            f"Generating {n:,} posts in {options.calls:,} calls with [bold]{escape(backend.model)}[/] "
+            f"Generating {n:,} posts {'kept, in at most ' + format(options.call_limit, ',') if options.fill else 'in ' + format(options.calls, ',')} calls with [bold]{escape(backend.model)}[/] "
             f"({backend.kind}{', ' + escape(backend.base_url) if backend.base_url else ''}) -> {escape(where)}",
             soft_wrap=True,
         )
@@ -149,12 +154,16 @@ def _print_summary(s) -> None:
     cost = "unknown (give --price-in/--price-out)" if s.cost_usd is None else ("0 (local)" if s.backend == "embedded" else f"US$ {s.cost_usd:,.4f}")
     lines = [
         f"calls {s.calls:,}: {s.calls - s.calls_cached:,} made, {s.calls_cached:,} cached, {s.calls_retried:,} retried, {s.calls_failed:,} failed",
-        f"posts kept {s.posts_kept:,} of {s.n:,} asked (parsed {s.posts_parsed:,})",
+        f"posts kept {s.posts_kept:,} of {s.n:,} asked (parsed {s.posts_parsed:,}; {s.posts_per_request:g} per request; output {s.output_format}, {s.output_format_how})",
         f"parse issues: {issues}",
-        f"duplicates ({s.dedup}): {dups}",
+        f"duplicates ({s.dedup}): {dups}" + (f" — {s.repeats:,} repeats within the set, {s.copies:,} copies of --train posts" if s.dedup != "off" else ""),
         f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; cost {cost}",
         f"time {s.seconds:,.1f} s",
     ]
+    if s.fill and s.posts_kept < s.n:
+        lines.append(f"--fill: kept {s.posts_kept:,} of {s.n:,} after {s.calls:,} calls (--max-calls {s.max_calls:,}); raise --max-calls, or --temperature for fewer repeats")
+    elif s.fill:
+        lines.append(f"--fill: {s.n:,} posts kept in {s.calls:,} calls ({s.posts_surplus:,} surplus left out)")
     if s.batches:
         lines.append(f"batches: {', '.join(s.batches)} (cost at batch prices, x{s.price_factor:g})")
     if s.cache_lines_ignored:

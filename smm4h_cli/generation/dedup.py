@@ -5,6 +5,10 @@ collapsed) before comparing. Near duplicates are pairs whose TF-IDF vectors of c
 4-grams have a cosine similarity at or above a threshold (0.9 by default). A synthetic post
 is flagged, in this order of precedence:
 
+``example_copy``                  it is mostly a copy of a few-shot example shown in its own call:
+                                  at least 80% of its normalised characters lie in runs of 8 or
+                                  more shared with that example (so an example with a word changed,
+                                  or cut short, or with a few words added, is one);
 ``train_exact`` / ``train_near``  it copies (or nearly copies) a post of the training file;
 ``exact`` / ``near``              it repeats an earlier synthetic post (the first one stays unflagged).
 """
@@ -17,7 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
-KINDS = ("train_exact", "train_near", "exact", "near")
+KINDS = ("example_copy", "train_exact", "train_near", "exact", "near")
+#: Kinds that copy training posts (the rest repeat synthetic posts).
+COPY_KINDS = ("example_copy", "train_exact", "train_near")
+EXAMPLE_COPY_SHARE = 0.8
+_MIN_RUN = 8
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _MENTION = re.compile(r"@\w+")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -28,14 +36,27 @@ def normalise(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text).split())
 
 
+def copied_share(text: str, example: str) -> float:
+    """The share of ``text``'s characters (normalised) in runs of at least 8 shared with ``example``."""
+    from difflib import SequenceMatcher
+
+    if not text:
+        return 0.0
+    blocks = SequenceMatcher(None, text, example, autojunk=False).get_matching_blocks()
+    return sum(b.size for b in blocks if b.size >= _MIN_RUN) / len(text)
+
+
 def find_duplicates(
     texts: Sequence[str],
     train_texts: Sequence[str],
     train_ids: Sequence[str],
     ids: Sequence[str],
     threshold: float = 0.9,
+    shown: Sequence[Sequence[tuple[str, str]]] | None = None,
 ) -> tuple[list[str | None], list[str | None], Counter]:
-    """For each synthetic post: its duplicate kind (or None) and the id of the post it repeats."""
+    """For each synthetic post: its duplicate kind (or None) and the id of the post it repeats.
+
+    ``shown``: for each post, the (id, text) few-shot examples of its call (``example_copy``)."""
     kinds: list[str | None] = [None] * len(texts)
     of: list[str | None] = [None] * len(texts)
     if not texts:
@@ -49,7 +70,10 @@ def find_duplicates(
     sim_train, sim_self = _similarities(norm, train_norm)
     first_seen: dict[str, int] = {}
     for i, t in enumerate(norm):
-        if t and t in train_index:
+        copied = _example_copied(t, shown[i]) if shown is not None and t else None
+        if copied is not None:
+            kinds[i], of[i] = "example_copy", copied
+        elif t and t in train_index:
             kinds[i], of[i] = "train_exact", train_ids[train_index[t]]
         elif sim_train is not None and sim_train[i].size and sim_train[i].max() >= threshold:
             kinds[i], of[i] = "train_near", train_ids[int(sim_train[i].argmax())]
@@ -60,6 +84,13 @@ def find_duplicates(
         if t:
             first_seen.setdefault(t, i)
     return kinds, of, Counter(k for k in kinds if k)
+
+
+def _example_copied(norm: str, examples: Sequence[tuple[str, str]]) -> str | None:
+    for example_id, example in examples:
+        if copied_share(norm, normalise(example)) >= EXAMPLE_COPY_SHARE:
+            return example_id
+    return None
 
 
 def _similarities(norm: list[str], train_norm: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
+from smm4h_cli.generation.structured import refused_format_message
 from smm4h_cli.io import jsonl_lines
 
 
@@ -252,6 +253,8 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
                 raise RunError(f"the server refused the API key ({status}); check OPENAI_API_KEY. Finished calls are cached.") from None
             if status == 404:
                 raise RunError(f"the server answered 404 for model '{model}': {_message(exc)}. Check --model and --base-url.") from None
+            if status in (400, 422) and "response_format" in spec.request and _about_format(_message(exc)):
+                raise InputError(refused_format_message(status, _message(exc))) from None
             if status not in (408, 409, 429) and status < 500:
                 return CallResult(spec.index, spec.key, retries=retries, error=f"HTTP {status}: {_message(exc)}")
             wait = retry_after(exc.response.headers)
@@ -271,6 +274,12 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
             step = min(policy.cap, policy.base * 2 ** (retries - 1))
             wait = step / 2 + random.uniform(0, step / 2)
         await asyncio.sleep(min(wait, policy.max_retry_after))
+
+
+def _about_format(message: str) -> bool:
+    """A refusal that names the JSON output (not, say, a prompt too long for the context)."""
+    lowered = message.lower()
+    return any(word in lowered for word in ("response_format", "json_schema", "schema", "json"))
 
 
 def _message(exc: Exception) -> str:

@@ -1,4 +1,5 @@
-"""A model's answer into posts: the numbered list the prompt asks for, parsed as far as it honestly can be.
+"""A model's answer into posts: the numbered list or the JSON object the prompt asks for, parsed
+as far as it honestly can be, with no prompt text let into a post.
 
 Nothing is dropped without being counted. Each answer yields its posts and a tally of what was
 not clean, by kind:
@@ -10,22 +11,35 @@ per answer (counted once per call)
     ``prose``       text outside the list items (an introduction, a closing remark);
     ``numbering``   items numbered other than 1., 2., 3., ... (``1)``, ``Tweet 1:``, bullets, gaps);
     ``truncated``   the answer hit the token limit: its last, cut-off item is dropped.
-    An empty, refused or list-less answer keeps no post and counts only its own kind.
+    ``invalid_json`` (JSON output) not a JSON object with a ``posts`` list, and not a truncated one.
+    An empty, refused, list-less or invalid answer keeps no post and counts only its own kind.
 per post (counted once per item)
     ``missing_items``      the list has fewer items than asked for (none are invented);
     ``extra_items``        the list has more items than asked for: those past the count are dropped;
     ``empty_items``        an item with no text;
-    ``placeholder_items``  an item that only echoes the prompt's "outputN" placeholder.
+    ``placeholder_items``  an item that only echoes the prompt's "outputN" placeholder;
+    ``invalid_items``      (JSON output) an item that is not a string;
+    ``prompt_echo``        an item that goes on with text of the prompt (an "Example of label 0:"
+                           header, an example, the instructions): that text is cut, the post kept;
+    ``echo_items``         an item that is nothing but prompt text: dropped.
+
+Echoed prompt text is found by one rule (:func:`cut_echo`): from a label header ("Example(s) of
+label N:", "Label N:") anywhere, or from a line after the first whose normalised start is text of
+the prompt, to the end of the item. A post that as a whole copies an example is not cut here: it
+is flagged ``example_copy`` by ``dedup``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-CALL_ISSUES = ("empty", "refusal", "no_list", "prose", "numbering", "truncated")
-ITEM_ISSUES = ("missing_items", "extra_items", "empty_items", "placeholder_items")
+from smm4h_cli.generation.dedup import normalise
+
+CALL_ISSUES = ("empty", "refusal", "no_list", "prose", "numbering", "truncated", "invalid_json")
+ITEM_ISSUES = ("missing_items", "extra_items", "empty_items", "placeholder_items", "invalid_items", "prompt_echo", "echo_items")
 
 # "1. text" is the paper's style; the looser pattern takes "1) text", "**1.** text", "1: text",
 # "Tweet 1: text", "#1. text". At most three digits, and a separator is required, so a post
@@ -42,6 +56,9 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _QUOTES = "\"'“”‘’`"
+_ECHO_HEADER = re.compile(r"(?:\bexamples?\s+of\s+)?\blabel\s*['\"]?\s*[01]\s*['\"]?\s*:", re.IGNORECASE)
+#: A line after a post's first is prompt text when this many of its first normalised characters are.
+_ECHO_PREFIX, _ECHO_MIN = 40, 20
 
 
 @dataclass
@@ -62,7 +79,105 @@ def _clean(text: str) -> str:
     return text
 
 
-def parse_numbered_list(content: str | None, expected: int, finish_reason: str | None = None) -> Parsed:
+def cut_echo(text: str, prompt_norm: str) -> tuple[str, bool]:
+    """``text`` up to the first echoed prompt text (see the module docstring), and whether any was cut."""
+    original = text
+    while (lead := _ECHO_HEADER.match(text)):  # "Label 1: post": the tag goes, the post stays
+        text = text[lead.end():].lstrip()
+    header = _ECHO_HEADER.search(text)
+    end = header.start() if header else len(text)
+    lines = text[:end].split("\n")
+    for i, line in enumerate(lines[1:], start=1):
+        norm = normalise(line)
+        if prompt_norm and len(norm) >= _ECHO_MIN and norm[:_ECHO_PREFIX] in prompt_norm:
+            lines = lines[:i]
+            break
+    kept = "\n".join(lines).rstrip()
+    return kept, kept != original.rstrip()
+
+
+def _finish(out: Parsed, texts: list, prompt: str | None) -> Parsed:
+    """The per-item checks every format shares: types, quotes, emptiness, placeholders, prompt echo."""
+    prompt_norm = normalise(prompt) if prompt else ""
+    for text in texts:
+        if not isinstance(text, str):
+            out.issues["invalid_items"] += 1
+            continue
+        text, cut = cut_echo(_clean(text), prompt_norm) if prompt_norm else (_clean(text), False)
+        text = _clean(text)
+        if cut and not text:
+            out.issues["echo_items"] += 1
+        elif not text:
+            out.issues["empty_items"] += 1
+        elif _PLACEHOLDER.match(text):
+            out.issues["placeholder_items"] += 1
+        else:
+            if cut:
+                out.issues["prompt_echo"] += 1
+            out.posts.append(text)
+    return out
+
+
+def parse_answer(content: str | None, expected: int, finish_reason: str | None = None,
+                 output_format: str = "list", prompt: str | None = None) -> Parsed:
+    """Posts from an answer in ``output_format`` (``list`` or ``json``); ``prompt``: the call's prompt, whose echoes are cut."""
+    if output_format == "json":
+        return parse_json_posts(content, expected, finish_reason, prompt)
+    return parse_numbered_list(content, expected, finish_reason, prompt)
+
+
+def _count(out: Parsed, texts: list, expected: int) -> list:
+    if len(texts) > expected:
+        out.issues["extra_items"] += len(texts) - expected
+        return texts[:expected]
+    if len(texts) < expected:
+        out.issues["missing_items"] += expected - len(texts)
+    return texts
+
+
+def _salvage(content: str) -> list | None:
+    """The complete items of a JSON answer cut off by the token limit, or None if it is not one."""
+    start = re.match(r'\s*\{\s*"posts"\s*:\s*\[', content)
+    if not start:
+        return None
+    decoder, items, at = json.JSONDecoder(), [], start.end()
+    while True:
+        while at < len(content) and content[at] in " \t\r\n,":
+            at += 1
+        try:
+            item, at = decoder.raw_decode(content, at)
+        except json.JSONDecodeError:
+            return items
+        items.append(item)
+
+
+def parse_json_posts(content: str | None, expected: int, finish_reason: str | None = None, prompt: str | None = None) -> Parsed:
+    """Posts from an answer that should be ``{"posts": [expected strings]}`` (``--output-format json``).
+
+    The schema asks for exactly ``expected`` items, but a server may not enforce it, or the
+    token limit may cut the answer: what came is counted as honestly as a list is.
+    """
+    out = Parsed()
+    if content is None or not content.strip():
+        out.issues["empty"] += 1
+        return out
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        salvaged = _salvage(content) if finish_reason == "length" else None
+        if salvaged is None:
+            out.issues["refusal" if _REFUSAL.search(content) else "invalid_json"] += 1
+            return out
+        out.issues["truncated"] += 1
+        return _finish(out, _count(out, salvaged, expected), prompt)
+    texts = data.get("posts") if isinstance(data, dict) else None
+    if not isinstance(texts, list):
+        out.issues["invalid_json"] += 1
+        return out
+    return _finish(out, _count(out, texts, expected), prompt)
+
+
+def parse_numbered_list(content: str | None, expected: int, finish_reason: str | None = None, prompt: str | None = None) -> Parsed:
     """Posts from an answer that should be a numbered list of ``expected`` items."""
     out = Parsed()
     if content is None or not content.strip():
@@ -111,12 +226,4 @@ def parse_numbered_list(content: str | None, expected: int, finish_reason: str |
     if cut:
         out.issues["truncated"] += 1
         texts = texts[:-1]
-    for text in texts:
-        text = _clean(text)
-        if not text:
-            out.issues["empty_items"] += 1
-        elif _PLACEHOLDER.match(text):
-            out.issues["placeholder_items"] += 1
-        else:
-            out.posts.append(text)
-    return out
+    return _finish(out, texts, prompt)

@@ -129,11 +129,14 @@ def few_shot_prompt(
     count: int = 10,
     attributes: dict[str, str] | None = None,
     style: str = "paper",
+    output_format: str = "list",
 ) -> str:
     """The paper's prompt (Appendix A.1): definitions, examples, and the request for ``count``
     posts of label 1 in a numbered list. ``attributes`` (AttrPrompt) adds the characteristics
     every post must have, just before the request; ``style="list"`` words the examples and the
-    request for small models (see ``REQUEST_STYLES``)."""
+    request for small models (see ``REQUEST_STYLES``). ``output_format="json"`` changes only the
+    answer-format sentence: the JSON object ``{"posts": [...]}`` in place of the numbered list
+    (``structured.py``); ``paper`` style with ``list`` output is Appendix A.1 verbatim."""
     if style not in REQUEST_STYLES:
         raise InputError(f"--request-style must be one of {', '.join(REQUEST_STYLES)}; got '{style}'.")
     mark = "" if style == "paper" else "- "
@@ -143,10 +146,19 @@ def few_shot_prompt(
     if attributes:
         lines = "\n".join(f"- {name}: {value}" for name, value in attributes.items())
         blocks.append(f"Every one of the {task.post_kind} you create must have these characteristics:\n{lines}")
+    json_output = output_format == "json"
     if style == "paper":
         blocks.append(f"Create {count} fictional {task.post_kind} of ' label 1'.")
-        template = "\n".join(f"{i}. output{i}" for i in range(1, count + 1))
+        if json_output:
+            template = json.dumps({"posts": [f"output{i}" for i in range(1, count + 1)]})
+        else:
+            template = "\n".join(f"{i}. output{i}" for i in range(1, count + 1))
         blocks.append(f"You should output following style\n\n{template}")
+    elif json_output:
+        blocks.append(
+            f"Write {count} new fictional {task.post_kind} of label 1. Answer with a JSON object "
+            f'{{"posts": [...]}} holding exactly {count} strings, one post each, and nothing else.'
+        )
     else:
         blocks.append(
             f"Write {count} new fictional {task.post_kind} of label 1. Answer with a numbered list "

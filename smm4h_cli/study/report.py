@@ -164,6 +164,7 @@ def _generation_rows(synthetic: dict[str, Path]) -> list[dict[str, Any]]:
             "posts kept": meta["posts_kept"],
             "parse issues": parse,
             "flagged duplicates": sum(dups.values()) if isinstance(dups, dict) else dups,
+            "format · kept/request · repeats · copies": f"{meta.get('output_format', 'list')} · {meta.get('posts_per_request', '-')} · {meta.get('repeats', '-')} · {meta.get('copies', '-')}",
             "prompt tokens": meta["prompt_tokens"],
             "completion tokens": meta["completion_tokens"],
             "cost (US$)": "0 (local)" if meta["backend"] == "embedded" else ("unknown" if meta["cost_usd"] is None else f"{meta['cost_usd']:.2f}"),

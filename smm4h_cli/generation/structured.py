@@ -1,0 +1,144 @@
+"""Structured outputs: the answer constrained to a JSON object holding exactly ``per_call`` posts.
+
+``--output-format json`` sends a JSON schema with every request, ``{"posts": [str, ...]}`` with
+``minItems = maxItems = count``, in the form the backend takes:
+
+``json_schema``  OpenAI's strict structured outputs (``{"type": "json_schema", "json_schema": {...,
+                 "strict": true}}``), which vLLM (guided decoding), Ollama and llama.cpp's own
+                 ``llama-server`` accept too;
+``json_object``  llama-cpp-python's server (the embedded model): ``{"type": "json_object", "schema":
+                 ...}``, which it turns into a grammar (its request type knows only ``text`` and
+                 ``json_object``). This form also bounds each post's length, which the grammar enforces.
+
+``auto`` resolves once per run (:func:`resolve_output_format`): the embedded server takes
+``json_object`` but stays on the list under ``auto`` (its grammar sampling is too slow on a CPU,
+bench/RESULTS.md); an OpenAI model known to have structured outputs takes ``json_schema``; the
+paper's ``gpt-4-0125-preview`` does not, so the paper's setting stays the paper's numbered list;
+any other server is asked once, with a one-post probe, which form it takes (``list`` when neither).
+How the format was found is recorded in the summary (``output_format_how``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from smm4h_cli.errors import InputError, RunError
+from smm4h_cli.generation.backends import Backend, redact
+
+OUTPUT_FORMATS = ("auto", "json", "list")
+#: OpenAI models with strict structured outputs (json_schema); others (the paper's gpt-4-0125-preview) have none.
+OPENAI_JSON_MODELS = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
+#: Characters per post allowed by the grammar form; a tweet is at most 280.
+MAX_POST_CHARS = 280
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """What a run asks for: ``list`` or ``json``; for json, the ``form`` of ``response_format``; and how it was chosen."""
+
+    name: str
+    form: str | None = None
+    how: str = "asked"
+
+    def response_format(self, count: int) -> dict[str, Any] | None:
+        """The request's ``response_format`` for ``count`` posts; None for the numbered list."""
+        if self.name != "json":
+            return None
+        return response_format(self.form, count)
+
+
+def posts_schema(count: int, *, bounded: bool = False) -> dict[str, Any]:
+    """``{"posts": [exactly count strings]}``; ``bounded``: each 1..MAX_POST_CHARS characters."""
+    item: dict[str, Any] = {"type": "string"}
+    if bounded:
+        item.update(minLength=1, maxLength=MAX_POST_CHARS)
+    return {
+        "type": "object",
+        "properties": {"posts": {"type": "array", "items": item, "minItems": count, "maxItems": count}},
+        "required": ["posts"],
+        "additionalProperties": False,
+    }
+
+
+def response_format(form: str, count: int) -> dict[str, Any]:
+    if form == "json_object":
+        return {"type": "json_object", "schema": posts_schema(count, bounded=True)}
+    return {"type": "json_schema", "json_schema": {"name": "posts", "strict": True, "schema": posts_schema(count)}}
+
+
+def _openai_has_json(model: str) -> bool:
+    return any(model == m or model.startswith(m + "-") for m in OPENAI_JSON_MODELS)
+
+
+def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = None, timeout: float = 60.0,
+                          probing: bool = True) -> OutputFormat:
+    """The run's output format for ``--output-format asked`` on ``backend``, found once per run.
+
+    ``probe_url``: the base URL to probe (a compatible server, or OpenAI under an explicit
+    ``json``); None skips probing. Raises ``InputError`` when ``json`` was asked for and the
+    backend refuses ``response_format``: nothing has been generated or written then.
+    """
+    if asked not in OUTPUT_FORMATS:
+        raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}; got '{asked}'.")
+    if asked == "list":
+        return OutputFormat("list")
+    if backend.kind == "embedded":
+        if asked == "json":
+            return OutputFormat("json", "json_object", "asked")
+        # measured (bench/generate_tuning.py): llama-cpp-python's grammar sampling made a call of
+        # SmolLM2 about 11x slower on two cores and its answers did not parse; auto keeps the list
+        return OutputFormat("list", None, "known: the embedded server's grammar is too slow on CPU (bench/RESULTS.md)")
+    if backend.kind == "openai" and _openai_has_json(backend.model):
+        return OutputFormat("json", "json_schema", "asked" if asked == "json" else f"known: {backend.model} has structured outputs")
+    if asked == "auto" and backend.kind == "openai":  # the paper's model among them: no probe paid for
+        return OutputFormat("list", None, f"known: {backend.model} has no structured outputs")
+    if not probing:
+        return OutputFormat("json", "json_schema", "asked") if asked == "json" else OutputFormat("list", None, "not probed (--batch)")
+    url = probe_url or backend.base_url
+    refusals = []
+    for form in ("json_schema", "json_object"):
+        refused = probe(backend, url, form, timeout)
+        if refused is None:
+            return OutputFormat("json", form, "asked" if asked == "json" else f"probed: the server took {form}")
+        refusals.append(refused)
+    if asked == "json":
+        raise InputError(
+            f"the server at {url} rejects response_format with a JSON schema ({refusals[0]}), so it cannot give "
+            f"--output-format json. Use --output-format list (the numbered list) or auto."
+        )
+    return OutputFormat("list", None, f"probed: the server refused response_format ({refusals[0]})")
+
+
+def probe(backend: Backend, url: str | None, form: str, timeout: float) -> str | None:
+    """Ask the server for one post in ``form``: None when it answers, else why it refused (HTTP 400/422)."""
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key=backend.api_key(), max_retries=2, timeout=timeout)
+    request = {
+        "model": backend.request_model,
+        "messages": [{"role": "user", "content": 'Write 1 short fictional tweet. Answer with JSON: {"posts": ["..."]}'}],
+        "max_tokens": 48, "temperature": 0, "response_format": response_format(form, 1),
+    }
+    try:
+        client.chat.completions.create(**request)
+        return None
+    except openai.BadRequestError as exc:
+        return f"HTTP 400: {redact(str(exc.message))[:200]}"
+    except openai.UnprocessableEntityError as exc:
+        return f"HTTP 422: {redact(str(exc.message))[:200]}"
+    except (openai.APIConnectionError, openai.APITimeoutError):
+        raise RunError(f"cannot reach the server at {url} to ask whether it takes --output-format json; check the server.") from None
+    except openai.APIStatusError as exc:  # e.g. a server without a chat endpoint: it gives no JSON either
+        return f"HTTP {exc.status_code}: {redact(str(exc.message))[:200]}"
+    finally:
+        client.close()
+
+
+def refused_format_message(status: int, message: str) -> str:
+    """The message for a call refused because of its ``response_format`` (the run stops, exit 2)."""
+    return (
+        f"the server rejected the request's response_format (HTTP {status}: {message}); it cannot give "
+        f"--output-format json. Use --output-format list (the numbered list) or auto."
+    )
+

@@ -16,7 +16,7 @@ two sets of vectors, and for bf16: its speed-up over the bare fp32 encode (targe
 the smallest cosine between a post's bf16 and fp32 vectors, over every post (target >= 0.999).
 Models are loaded before timing starts.
 
-    python bench/embed.py --psytar ../shared/data/psytar [--posts 5000] [--batch-size 64] [--repeats 1]
+    python bench/embed.py --psytar ../shared/data/psytar [--posts 5000] [--batch-size 64] [--repeats 1] [--threads N]
 """
 
 from __future__ import annotations
@@ -65,9 +65,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1, help="best of R runs of baseline and cold smm4h (alternating)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 keeps CPU time honest on a loaded machine")
     args = parser.parse_args()
 
+    import torch
     from sentence_transformers import SentenceTransformer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     texts = psytar_sentences(args.psytar, args.posts)
     bare = SentenceTransformer(str(minilm_path()), device=args.device)
@@ -84,6 +89,7 @@ def main() -> None:
             cache = Path(tmp) / f"cold-{r}"
             (vectors, encoded), ours_cpu, ours_wall = timed(lambda: embed_texts(texts, ours, EMBEDDED_MINILM, cache))
             assert encoded == len(texts)
+            # bf16 in the same round as the fp32 runs, so all three see the same machine
             bf16, half_cpu, half_wall = timed(lambda: half(texts))
             print(
                 f"run {r + 1}: baseline {base_cpu:.1f} s CPU / {base_wall:.1f} s wall; smm4h {ours_cpu:.1f} s CPU / {ours_wall:.1f} s wall; "

@@ -158,7 +158,7 @@ def embed_cluster(
 
     ``embedder`` replaces the sentence-transformers model named by ``options.model`` (it is
     called with the texts that are not in the cache, and must return unit vectors); the cache
-    key stays ``options.model``'s name.
+    key is ``options.model``'s name, with the embedder's ``precision`` when it has one besides fp32.
     """
     check_groups(groups)
     roles = {g.name: role_of(g.name, options.synthetic, options.positives) for g in groups}

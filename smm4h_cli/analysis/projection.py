@@ -4,9 +4,10 @@ FFT-accelerated interpolation (Linderman et al., 2019) from there on.
 Barnes-Hut costs O(n log n) per iteration with a large constant; the FFT gradient costs O(n) and
 wins on large samples (bench/cluster.py: 20,000 points). Below the threshold scikit-learn stays,
 so that the paper-sized figures (three groups of 1,000 posts) and every small-data result are the
-same as before openTSNE came in. Both backends start from PCA, use the "auto" learning rate
-(n / 12) and early exaggeration 12 for 250 iterations, then 750 plain iterations; both are
-seeded, and the same seed gives the same coordinates.
+same as before openTSNE came in. Both start from PCA, with the "auto" learning rate (n / 12)
+and early exaggeration 12 for 250 iterations; then scikit-learn runs 750 plain iterations and
+openTSNE its default 500 (its maps match scikit-learn's trustworthiness: bench/RESULTS.md).
+Both are seeded; the same seed gives the same coordinates, on one thread or several.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Every post is embedded with a sentence-transformers model (the embedded all-MiniLM-L6-v2 by
 default), the groups are sampled to equal size (the same posts the n-gram analysis samples),
-clustered with k-means and projected to two dimensions with t-SNE, both from scikit-learn.
+clustered with k-means (scikit-learn) and projected to two dimensions with t-SNE (``projection``:
+scikit-learn's Barnes-Hut, openTSNE's FFT gradient on large samples).
 Per group, beyond the paper's picture:
 
 * dispersion: mean cosine distance to the group's centroid, and mean pairwise cosine distance;
@@ -34,8 +35,9 @@ import numpy as np
 import polars as pl
 
 from smm4h_cli.analysis.diversity import copying, group_rows, realism_scores, summary_line, vendi_scores
-from smm4h_cli.analysis.embeddings import Embedder, SentenceEmbedder, check_model, embed_texts, model_label
+from smm4h_cli.analysis.embeddings import PRECISIONS, Embedder, SentenceEmbedder, cache_key, check_model, embed_texts, model_label
 from smm4h_cli.analysis.groups import ROLE_SYNTHETIC, Group, equal_size_indices, post_ids, role_of
+from smm4h_cli.analysis.projection import FFT_FROM, tsne, tsne_backend
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import atomic_write, write_json
 from smm4h_cli.progress import ProgressEvent, ProgressFn
@@ -68,6 +70,10 @@ class EmbedClusterOptions:
             only label 1); groups named ``.../label 1`` are real positives anyway.
         model: a sentence-transformers model id or folder; None: the embedded all-MiniLM-L6-v2.
         perplexity: t-SNE perplexity (default 30; lowered to (n - 1) / 3 for tiny samples).
+        fft_from: from this many sampled points on, t-SNE runs on openTSNE's FFT gradient
+            instead of scikit-learn's Barnes-Hut (default ``projection.FFT_FROM``).
+        precision: arithmetic of the encoder: ``fp32``, ``bf16`` (autocast) or ``auto`` (see
+            ``embeddings.resolve_embed_precision``).
         copy_threshold: cosine similarity at or above which a synthetic post counts as a copy
             of its nearest real post (default 0.9).
         batch_size: posts per encoding batch (default 64).
@@ -84,6 +90,8 @@ class EmbedClusterOptions:
     positives: tuple[str, ...] = ()
     model: str | None = None
     perplexity: float = 30.0
+    fft_from: int = FFT_FROM
+    precision: str = "fp32"
     copy_threshold: float = 0.9
     batch_size: int = 64
     k_range: tuple[int, int] = (2, 20)
@@ -107,6 +115,10 @@ class EmbedClusterOptions:
             raise InputError(f"--perplexity must be positive (t-SNE's usual range is 5 to 50); got {self.perplexity}.")
         if not -1.0 <= self.copy_threshold <= 1.0:
             raise InputError(f"--copy-threshold is a cosine similarity between -1 and 1; got {self.copy_threshold}.")
+        if self.fft_from < 0:
+            raise InputError(f"the openTSNE threshold must be 0 or more points; got {self.fft_from}.")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'.")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1; got {self.batch_size}.")
         if not _DEVICE.match(self.device):
@@ -150,7 +162,7 @@ def embed_cluster(
 
     ``embedder`` replaces the sentence-transformers model named by ``options.model`` (it is
     called with the texts that are not in the cache, and must return unit vectors); the cache
-    key stays ``options.model``'s name.
+    key is ``options.model``'s name, with the embedder's ``precision`` when it has one besides fp32.
     """
     check_groups(groups)
     roles = {g.name: role_of(g.name, options.synthetic, options.positives) for g in groups}
@@ -183,6 +195,7 @@ def embed_cluster(
         "posts_per_group": per_group if options.sample else None,
         "seed": options.seed,
         "perplexity": perplexity,
+        "tsne": tsne_backend(x.shape[0], options.fft_from),
         "synthetic": [g.name for g in groups if roles[g.name] == ROLE_SYNTHETIC],
     }
     if k_scores:
@@ -231,10 +244,11 @@ def embed_groups(
     """Every post of every group embedded once (copying compares against all real posts, not only
     the sample): the vectors of each group, and how many texts the model encoded."""
     if embedder is None:
-        embedder = SentenceEmbedder(options.model, options.device, options.batch_size)
+        embedder = SentenceEmbedder(options.model, options.device, options.batch_size, options.precision)
 
     all_texts = [t for g in groups for t in g.texts]
-    vectors, encoded = embed_texts(all_texts, embedder, model_label(options.model), options.cache_dir, progress)
+    key = cache_key(options.model, getattr(embedder, "precision", "fp32"))
+    vectors, encoded = embed_texts(all_texts, embedder, key, options.cache_dir, progress)
     per_group, start = {}, 0
     for g in groups:
         per_group[g.name] = vectors[start : start + len(g.texts)]
@@ -248,7 +262,6 @@ def cluster_and_project(
     """k-means (choosing k by silhouette for ``k="auto"``) and t-SNE of the sampled vectors:
     ``(k, silhouette by k, cluster labels, 2-d coordinates, perplexity used)``."""
     from sklearn.cluster import KMeans
-    from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
     # On small samples OpenMP threads cost more than they give: right after the model's own
@@ -267,7 +280,7 @@ def cluster_and_project(
             progress(ProgressEvent("k-means", 1, 1))
             progress(ProgressEvent("t-SNE", 0, 1))
         perplexity = float(min(options.perplexity, max(1.0, (x.shape[0] - 1) / 3)))
-        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=options.seed).fit_transform(x)
+        xy = tsne(x, perplexity, options.seed, options.fft_from, threads)
         if progress:
             progress(ProgressEvent("t-SNE", 1, 1))
     return k, k_scores, labels, xy, perplexity

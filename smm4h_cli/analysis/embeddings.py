@@ -6,6 +6,7 @@ cosine similarity.
 
 The cache is one Parquet file per model in a folder, keyed by the SHA-256 of each text: re-running
 the analysis with other clustering settings, or on files that share posts, embeds nothing twice.
+Vectors encoded in bf16 differ slightly from fp32 ones, so they are cached under their own key.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from smm4h_cli.progress import ProgressFn, report
 #: The stage an embedder reports: posts embedded so far out of the posts to embed.
 EMBED_STAGE = "embedding posts"
 
+#: Arithmetic of the encoder: fp32, bf16 autocast, or auto (bf16 where the device computes it natively).
+PRECISIONS = ("fp32", "bf16", "auto")
+
 
 class Embedder(Protocol):
     """Anything that turns texts into L2-normalised vectors, one row per text."""
@@ -44,6 +48,26 @@ def default_cache_dir() -> Path:
 def model_label(model: str | None) -> str:
     """The name a model goes by in metrics and cache keys: the embedded one's, or as given."""
     return EMBEDDED_MINILM if model is None else model
+
+
+def resolve_embed_precision(precision: str, device: str) -> str:
+    """``fp32`` or ``bf16`` for ``device``: ``auto`` is bf16 where the device computes bf16
+    natively (CPUs with AVX512-BF16/AMX, GPUs from Ampere on), by the same test as training."""
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'.")
+    if precision != "auto":
+        return precision
+    from smm4h_cli.training.hf import resolve_precision
+
+    # Training answers fp16 on a CUDA card without bf16; embeddings then stay in fp32.
+    return "bf16" if resolve_precision("auto", device) == "bf16" else "fp32"
+
+
+def cache_key(model: str | None, precision: str) -> str:
+    """The cache's name for vectors of ``model`` encoded in ``precision`` (fp32 keeps the plain
+    model name, so caches written before bf16 existed stay valid)."""
+    label = model_label(model)
+    return label if precision == "fp32" else f"{label}@{precision}"
 
 
 def looks_like_path(model: str) -> bool:
@@ -64,14 +88,17 @@ class SentenceEmbedder:
     """A sentence-transformers model that encodes texts in batches sorted by length.
 
     Sorting all texts by length (not only within one ``encode`` call) keeps padding low, and
-    encoding in chunks of several batches lets a progress bar move over posts.
+    encoding in chunks of several batches lets a progress bar move over posts. With
+    ``precision`` bf16 (or auto on a device with native bf16) the forward pass runs under bf16
+    autocast; the weights stay fp32 and the returned vectors are fp32, normalised in fp32.
     """
 
-    def __init__(self, model: str | None = None, device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(self, model: str | None = None, device: str = "auto", batch_size: int = 64, precision: str = "fp32") -> None:
         check_model(model)
         self.name = model_label(model)
         self.batch_size = batch_size
         self.device = resolve_device(device)
+        self.precision = resolve_embed_precision(precision, self.device)
         location = str(minilm_path()) if model is None else str(Path(model).expanduser()) if looks_like_path(model) else model
         try:
             self.model = _load(location, self.device)
@@ -98,17 +125,29 @@ class SentenceEmbedder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         chunk = self.batch_size * 16
-        for start in range(0, len(texts), chunk):
-            idx = order[start : start + chunk]
-            out[idx] = self.model.encode(
-                [texts[i] for i in idx],
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            report(progress, EMBED_STAGE, min(start + chunk, len(texts)), len(texts))
+        with self._autocast():
+            for start in range(0, len(texts), chunk):
+                idx = order[start : start + chunk]
+                out[idx] = self.model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=self.batch_size,
+                    normalize_embeddings=self.precision == "fp32",
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                report(progress, EMBED_STAGE, min(start + chunk, len(texts)), len(texts))
+        if self.precision != "fp32":
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
         return out
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
 
 
 @lru_cache(maxsize=2)

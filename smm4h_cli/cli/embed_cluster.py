@@ -31,6 +31,7 @@ def embed_cluster_cli(
     model: Annotated[str | None, typer.Option("--model", help="sentence-transformers model id or folder \\[default: the embedded all-MiniLM-L6-v2].", show_default=False)] = None,
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Posts per encoding batch.")] = 64,
+    precision: Annotated[str, typer.Option("--precision", help="Encoder arithmetic: fp32, bf16 (autocast; vectors within cosine 0.9999 of fp32, cached apart), or auto (bf16 where the device computes it natively).")] = EmbedClusterOptions.precision,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache folder (Parquet, keyed by model and text hash) \\[default: ~/.cache/smm4h/embeddings].", show_default=False)] = None,
     no_cache: Annotated[bool, flag("--no-cache", help="Neither read nor write the embedding cache.")] = False,
     no_plot: Annotated[bool, flag("--no-plot", help="Skip tsne.png/tsne.svg (headless batch use); points and metrics are still written.")] = False,
@@ -50,7 +51,7 @@ def embed_cluster_cli(
     """
     options = EmbedClusterOptions(
         k=k, sample=sample, seed=seed, device=device, model=model, perplexity=perplexity,
-        copy_threshold=copy_threshold, batch_size=batch_size,
+        copy_threshold=copy_threshold, batch_size=batch_size, precision=precision,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
     )
     if sum(str(f) == "-" for f in files) > 1:

@@ -1,0 +1,96 @@
+"""t-SNE backends (scikit-learn below the threshold, openTSNE from it) and the encoder's precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, embed_groups
+from smm4h_cli.analysis.embeddings import SentenceEmbedder, cache_file, cache_key, resolve_embed_precision
+from smm4h_cli.analysis.groups import Group
+from smm4h_cli.analysis.projection import FFT_FROM, tsne, tsne_backend
+from smm4h_cli.errors import InputError
+
+
+def blobs(n: int = 150, seed: int = 0) -> np.ndarray:
+    """Three separated groups of unit vectors in 32 dimensions."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 32)) * 3
+    x = centres[np.arange(n) % 3] + rng.normal(size=(n, 32))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_backend_threshold_keeps_scikit_learn_for_paper_sized_samples():
+    # the paper's figure: three groups of 1,000 posts; a study with several synthetic arms: a few more
+    assert tsne_backend(3000) == tsne_backend(FFT_FROM - 1) == "sklearn"
+    assert tsne_backend(FFT_FROM) == tsne_backend(100_000) == "opentsne"
+    assert tsne_backend(150, fft_from=100) == "opentsne"
+
+
+@pytest.mark.slow
+def test_opentsne_path_runs_and_repeats_per_seed():
+    x = blobs()
+    a = tsne(x, 30.0, seed=1, fft_from=0, threads=1)
+    assert a.shape == (150, 2) and np.isfinite(a).all() and a.std() > 0
+    assert np.array_equal(a, tsne(x, 30.0, seed=1, fft_from=0, threads=1))
+    assert not np.array_equal(a, tsne(x, 30.0, seed=2, fft_from=0, threads=1))
+    # one thread or two: the same map
+    assert np.array_equal(a, tsne(x, 30.0, seed=1, fft_from=0, threads=2))
+    # the three groups stay apart: each point's nearest map neighbour is from its own group
+    d = np.linalg.norm(a[:, None] - a[None], axis=2) + np.eye(len(a)) * 1e9
+    assert np.mean(np.argmin(d, axis=1) % 3 == np.arange(len(a)) % 3) > 0.95
+
+
+@pytest.mark.slow
+def test_embed_cluster_on_opentsne_when_the_threshold_is_lowered():
+    x = blobs(120)
+    texts = [f"post {i}" for i in range(120)]
+    lookup = dict(zip(texts, x))
+
+    def embedder(batch, progress=None):
+        return np.stack([lookup[t] for t in batch])
+
+    groups = [Group("a", texts[:60]), Group("b", texts[60:])]
+    runs = [embed_cluster(groups, EmbedClusterOptions(k=3, sample=0, seed=4, fft_from=100), embedder=embedder) for _ in range(2)]
+    assert runs[0].metrics["settings"]["tsne"] == "opentsne"
+    assert runs[0].points.columns == ["id", "group", "text", "x", "y", "cluster"]
+    assert runs[0].points.equals(runs[1].points)
+    default = embed_cluster(groups, EmbedClusterOptions(k=3, sample=0, seed=4), embedder=embedder)
+    assert default.metrics["settings"]["tsne"] == "sklearn"
+
+
+@pytest.mark.parametrize("bad", [{"fft_from": -1}, {"precision": "fp16"}, {"precision": "half"}])
+def test_bad_projection_and_precision_options(bad):
+    with pytest.raises(InputError):
+        EmbedClusterOptions(**bad)
+
+
+def test_auto_precision_follows_the_training_test():
+    from smm4h_cli.training.hf import resolve_precision
+
+    assert resolve_embed_precision("auto", "cpu") == resolve_precision("auto", "cpu")
+    assert resolve_embed_precision("fp32", "cpu") == "fp32" and resolve_embed_precision("bf16", "cpu") == "bf16"
+
+
+def test_cache_key_separates_precisions(tmp_path):
+    assert cache_key(None, "fp32") != cache_key(None, "bf16")
+    assert cache_file(tmp_path, cache_key("m", "fp32")) != cache_file(tmp_path, cache_key("m", "bf16"))
+    assert cache_key("m", "fp32") == "m"  # caches written before bf16 existed stay valid
+
+
+@pytest.mark.slow
+def test_bf16_vectors_are_not_served_from_the_fp32_cache(tmp_path):
+    texts = ["I had a terrible headache after the pill", "great day at the beach", "nausea and dizziness for weeks"]
+    groups = [Group("a", texts)]
+    fp32 = SentenceEmbedder(None, device="cpu", batch_size=4)
+    bf16 = SentenceEmbedder(None, device="cpu", batch_size=4, precision="bf16")
+    options = EmbedClusterOptions(cache_dir=tmp_path, device="cpu")
+    full, encoded = embed_groups(groups, options, None, fp32)
+    assert encoded == 3
+    half, encoded = embed_groups(groups, options, None, bf16)
+    assert encoded == 3  # its own cache entry, not the fp32 vectors
+    cosine = np.sum(full["a"] * half["a"], axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(full["a"], half["a"])
+    assert np.allclose(np.linalg.norm(half["a"], axis=1), 1.0, atol=1e-5)
+    _, encoded = embed_groups(groups, options, None, bf16)
+    assert encoded == 0

@@ -654,3 +654,43 @@ def test_a_run_where_no_post_could_be_parsed_writes_nothing_and_says_why(cli, tm
     assert "no post could be parsed" in message and "no_list 2" in message and "--request-style list" in message
     assert not out.exists() and not out.with_suffix(".meta.json").exists()
     assert len(out.with_suffix(".cache.jsonl").read_text().splitlines()) == 2  # the answers stay cached
+
+
+@pytest.mark.slow
+def test_the_embedded_server_dies_with_its_run_even_mid_call(tmp_path):
+    # A run stopped by SIGTERM while the server is generating must not leave the server behind.
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from openai import OpenAI\n"
+        "from smm4h_cli.generation.backends import EMBEDDED_ALIAS, embedded_server\n"
+        "with embedded_server() as url:\n"
+        "    import psutil\n"
+        "    server = [c.pid for c in psutil.Process().children()][0]\n"
+        "    client = OpenAI(base_url=url, api_key='none')\n"
+        "    ask = lambda: client.chat.completions.create(model=EMBEDDED_ALIAS, max_tokens=2000,\n"
+        "        messages=[{'role': 'user', 'content': 'Write a very long story about a dog.'}])\n"
+        "    threading.Thread(target=ask, daemon=True).start()\n"
+        "    time.sleep(2)\n"
+        "    print(server, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    import psutil
+
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    server = int(run.stdout.readline())
+    run.send_signal(signal.SIGTERM)
+    run.wait(30)
+
+    def alive() -> bool:
+        try:
+            return psutil.Process(server).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 10  # killed at once, not after its generation ends
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive():
+        psutil.Process(server).kill()
+        pytest.fail("the embedded server outlived the run that started it")

@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sample", type=int, default=1000, help="posts per group in the n-gram and t-SNE analyses")
-    parser.add_argument("--bootstrap", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="study --quick: batches of 16, 2,000 bootstrap resamples (--epochs and --sample still apply)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -84,8 +84,8 @@ def main() -> None:
         "--text-col", "sentences", "--label-col", LABEL, "--out", str(args.out / "study"),
         "--doses", args.doses, "--selections", args.selections, "--seeds", args.seeds,
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--sample", str(args.sample),
-        "--bootstrap", str(args.bootstrap), "--seed", str(args.seed),
-    ] + (["--threads", str(args.threads)] if args.threads else [])
+        "--seed", str(args.seed),
+    ] + (["--threads", str(args.threads)] if args.threads else []) + (["--quick"] if args.quick else [])
     print("data:", ", ".join(f"{k} {n:,} posts ({p:,} ADR)" for k, (n, p) in sizes.items()), flush=True)
     print("run:", " ".join(command), flush=True)
     started = time.monotonic()

@@ -119,7 +119,7 @@ class StudyOptions:
     def _check_doses(self) -> None:
         if self.definitions is not None:
             self.definitions = Path(self.definitions)
-            if self.train is None:
+            if self.train is None or self.validation is None or self.test is None:
                 raise InputError("--definitions gives your own task, so give its labelled posts with --train, --validation and --test too.")
         if self.dose_unit not in DOSE_UNITS:
             raise InputError(f"--dose-unit must be one of {', '.join(DOSE_UNITS)}; got '{self.dose_unit}'.")

@@ -203,7 +203,7 @@ def set_measures(
         texts += sets[arm.key]["text"].to_list()
     report(progress, "embed", 0, len(texts))
     embedder = SentenceEmbedder(None, device=options.device)
-    vectors, _ = embed_texts(texts, embedder, model_label(None), cache_dir, progress=lambda d, t: report(progress, "embed", d, t))
+    vectors, _ = embed_texts(texts, embedder, model_label(None), cache_dir, progress=progress)
     real = vectors[: train.height]
     is_positive = train["label"].to_numpy() == 1
     k = min(options.k if isinstance(options.k, int) else 10, train.height)

@@ -41,6 +41,11 @@ def study_cli(
     quick: Annotated[bool, flag("--quick", help="A small run for a first look, minutes on a laptop CPU (50 synthetic posts, 5 epochs in batches of 16, 300-post samples).")] = False,
     seed: Seed = 0,
     force: Annotated[bool, flag("--force", help="Redo every step, even those that are up to date.")] = False,
+    definitions: Annotated[Path | None, typer.Option("--definitions", help="Your own binary task: a YAML/JSON file with 'definition' (the label definitions), 'post_kind' (e.g. tweets), 'example_order', as generate takes. Needs --train, --validation and --test.", show_default=False)] = None,
+    doses: Annotated[str | None, typer.Option("--doses", help="The dose-response study: doses of synthetic positives, comma-separated, as multiples of the real positives in --train (0 is the baseline), e.g. 0,0.5,1,2; with --dose-unit posts, numbers of posts.", show_default=False)] = None,
+    dose_unit: Annotated[str, typer.Option("--dose-unit", help="What --doses count: multiple (of the real positives) or posts.")] = "multiple",
+    selections: Annotated[str, typer.Option("--selections", help="With --doses: selection rules, comma-separated: none, dedup, confidence, diverse.")] = "none",
+    overgenerate: Annotated[float, typer.Option("--overgenerate", help="With --doses: the pool generated once holds the largest dose times this (room for what selection drops).")] = 1.5,
     quiet: Quiet = False,
     text_col: TextCol = None,
     label_col: LabelCol = None,
@@ -51,11 +56,16 @@ def study_cli(
     Every step writes its files into the study folder as the standalone command would; a re-run redoes only what is missing or what a changed option or file reaches, and an interrupted step resumes. The report is OUT/report.md and OUT/report.html (self-contained, opens offline). Example:
 
         smm4h study --task 5 --quick
+
+    The dose-response study (--doses) generates one pool, selects from it by each rule and trains every (dose, selection) arm against the baseline; its report shows F1 against dose, a table with Holm-adjusted tests and each set's diversity and realism:
+
+        smm4h study --quick --doses 0,0.5,1 --selections none,dedup
     """
     try:
         k_value: int | str = k if k == "auto" else int(k)
     except ValueError:
         raise InputError(f"--k takes a number of clusters or 'auto'; got '{k}'.") from None
+    dose_list = tuple(parse_list(doses, "--doses", float, "numbers", example="0,0.5,1")) if doses is not None else ()
     given = dict(
         out=out, task=task, train=train, validation=validation, test=test,
         columns=columns(text_col, label_col, id_col),
@@ -63,6 +73,8 @@ def study_cli(
         generator=generator, base_url=base_url, temperature=temperature, examples=examples,
         concurrency=concurrency, max_tokens=max_tokens, classifier=model, max_length=max_length,
         seeds=tuple(parse_list(seeds, "--seeds", int, "integers")), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
+        definitions=definitions, doses=dose_list, dose_unit=dose_unit, overgenerate=overgenerate,
+        selections=tuple(parse_list(selections, "--selections", str, "selection rules", example="none,dedup")),
     )
     given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})
     options = StudyOptions.quick(**given) if quick else StudyOptions(**given)

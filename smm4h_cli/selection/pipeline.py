@@ -242,7 +242,7 @@ def _embed(texts: list[str], options: SelectOptions, progress: ProgressFn | None
     embedder = SentenceEmbedder(None, device=options.device, batch_size=options.batch_size)
     vectors, _ = embed_texts(
         texts, embedder, model_label(None), options.cache_dir,
-        progress=lambda done, total: report(progress, "embed", done, total),
+        progress=progress,  # embed_texts reports ProgressEvents itself (a two-argument callback crashed here)
     )
     return vectors
 

@@ -4,6 +4,9 @@
 
     study/
       synthetic/<strategy>.jsonl      generated posts (+ .meta.json summary, .cache.jsonl call cache)
+      synthetic/selections/<rule>.jsonl  the dose study: the pool in each selection rule's order (+ .meta.json)
+      synthetic/dose/<rule>-<dose>.jsonl the dose study: each arm's synthetic set
+      dose/dose.png|svg, gain.png|svg    the dose study's figures; tables/dose.json|csv, dose_sets.json
       tables/table2.json|csv, table2_pairs.csv, table3.json|csv, data.csv, generation.csv, diversity.csv
       figure2/tsne.png|svg, points.parquet, metrics.json
       runs/<arm>/                     a training run folder per arm (seed-N/, summary.json)
@@ -23,7 +26,10 @@ from smm4h_cli.training.run_dir import SUMMARY
 #: The figures the report shows, as written in its Markdown (relative to the study folder): the
 #: only files the HTML embeds.
 FIGURE2 = "figure2/tsne.png"
-FIGURES = (FIGURE2,)
+#: The dose study's figures: F1 against dose, and each arm's gain against its set's diversity.
+DOSE_FIGURE = "dose/dose.png"
+GAIN_FIGURE = "dose/gain.png"
+FIGURES = (FIGURE2, DOSE_FIGURE, GAIN_FIGURE)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,17 @@ class StudyLayout:
     @staticmethod
     def call_cache(posts: Path) -> Path:
         return posts.with_suffix(".cache.jsonl")
+
+    # -- the dose study
+    def selection(self, rule: str) -> Path:
+        return self.out / "synthetic" / "selections" / f"{rule}.jsonl"
+
+    def dose_set(self, name: str) -> Path:
+        return self.out / "synthetic" / "dose" / f"{name}.jsonl"
+
+    def dose_figure(self, name: str, suffix: str = "png") -> Path:
+        """``dose/<name>.<suffix>``: dose (F1 against dose) and gain (ΔF1 against Vendi)."""
+        return self.out / "dose" / f"{name}.{suffix}"
 
     # -- tables
     @property

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 ARM_BASELINE = "baseline"
 IMBALANCE_BASELINES = ("class-weight", "oversample")
+#: The dose study's selection rules (see :mod:`smm4h_cli.study.dose`), in the order the grid shows them.
+SELECTIONS = ("none", "dedup", "confidence", "diverse")
+DOSE_UNITS = ("multiple", "posts")
 
 
 @dataclass
@@ -49,6 +52,15 @@ class StudyOptions:
         threads: torch CPU threads of training, prediction and embedding; None keeps torch's
             default. Not part of any step's fingerprint: changing it redoes nothing.
         force: redo every step.
+        definitions: a YAML/JSON file of the user's own binary task (label definitions and kind of
+            post, as ``generate --definitions``); None: the SMM4H task's built-in definitions.
+        doses: the dose-response grid (``--doses``); empty: the paper's two-arm study. Each dose is
+            a multiple of the real positives in the training set (``dose_unit`` ``multiple``) or a
+            number of synthetic posts (``posts``); 0 is the baseline.
+        dose_unit: ``multiple`` or ``posts``.
+        selections: the selection rules of the grid (``none``, ``dedup``, ``confidence``, ``diverse``).
+        overgenerate: the pool generated once for the grid holds the largest dose times this
+            factor (room for what ``dedup`` and ``confidence`` drop).
     """
 
     out: Path = Path("study")
@@ -79,9 +91,15 @@ class StudyOptions:
     device: str = "auto"
     threads: int | None = None
     force: bool = False
+    definitions: Path | None = None
+    doses: tuple[float, ...] = ()
+    dose_unit: str = "multiple"
+    selections: tuple[str, ...] = ("none",)
+    overgenerate: float = 1.5
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self._check_doses()
         if self.task not in (5, 6):
             raise InputError(f"--task must be 5 or 6; got {self.task}.")
         if not self.strategies or len(set(self.strategies)) != len(self.strategies):
@@ -97,6 +115,41 @@ class StudyOptions:
             raise InputError(f"--n must be at least 1; got {self.n}.")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1; got {self.threads}.")
+
+    def _check_doses(self) -> None:
+        if self.definitions is not None:
+            self.definitions = Path(self.definitions)
+            if self.train is None or self.validation is None or self.test is None:
+                raise InputError("--definitions gives your own task, so give its labelled posts with --train, --validation and --test too.")
+        if self.dose_unit not in DOSE_UNITS:
+            raise InputError(f"--dose-unit must be one of {', '.join(DOSE_UNITS)}; got '{self.dose_unit}'.")
+        bad = [d for d in self.doses if not (d >= 0 and d != float("inf"))]  # NaN fails d >= 0
+        if bad:
+            raise InputError(f"--doses must be numbers of at least 0 (0 is the baseline); got {bad[0]}. Example: --doses 0,0.5,1,2.")
+        if len(set(self.doses)) != len(self.doses):
+            raise InputError(f"--doses takes distinct doses such as 0,0.5,1; got {list(self.doses)}.")
+        if self.dose_unit == "posts" and any(d != int(d) for d in self.doses):
+            raise InputError(f"with --dose-unit posts, --doses are whole numbers of synthetic posts; got {list(self.doses)}.")
+        unknown = [s for s in self.selections if s not in SELECTIONS]
+        if unknown:
+            raise InputError(f"unknown selection '{unknown[0]}' in --selections; choose from {', '.join(SELECTIONS)}.")
+        if not self.selections or len(set(self.selections)) != len(self.selections):
+            raise InputError(f"--selections takes distinct rules such as none,dedup; got {list(self.selections)}.")
+        if self.overgenerate < 1:
+            raise InputError(f"--overgenerate must be at least 1 (the pool holds the largest dose times it); got {self.overgenerate}.")
+        if self.doses:
+            if not any(d > 0 for d in self.doses):
+                raise InputError(f"--doses needs at least one dose above 0 (0 is the baseline); got {list(self.doses)}.")
+            if len(self.strategies) != 1:
+                raise InputError(f"the dose study generates one pool with one strategy; give one in --strategies, got {list(self.strategies)}.")
+            if self.baselines:
+                raise InputError("--baselines belongs to the two-arm study; run it without --doses.")
+
+    def task_definition(self):
+        """The label definitions the generator is given: the user's file, or the SMM4H task's."""
+        from smm4h_cli.generation.prompts import builtin_task, load_definitions
+
+        return load_definitions(self.definitions) if self.definitions is not None else builtin_task(self.task)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "StudyOptions":

@@ -39,6 +39,17 @@ PACKAGES = ("smm4h", "torch", "transformers", "sentence-transformers", "openai",
 
 
 
+def task_title(options: Any) -> str:
+    """What the study is about, for the title: the SMM4H task, or the user's ``--definitions``
+    (its name and kind of post)."""
+    if getattr(options, "definitions", None) is None:
+        return f"SMM4H {TASK_TITLES[options.task]}"
+    from smm4h_cli.generation.prompts import load_definitions
+
+    task = load_definitions(options.definitions)
+    return f"{literal(task.name)} ({literal(task.post_kind)})"
+
+
 class ReportSettings(Protocol):
     """The settings the report states (the study's options have them all)."""
 
@@ -273,7 +284,7 @@ def write_report(
     table2_arms, table2_pairs = table2_rows(table2, ("**", "**"), ci_label="CI (paired bootstrap)")
     gen_models = sorted({g["model"] for g in generation})
     md: list[str] = [
-        f"# Will LLM-generated positives help? SMM4H {TASK_TITLES[options.task]}",
+        f"# Will LLM-generated positives help? {task_title(options)}",
         "",
         "A run of the study of Yamagishi & Nakamura (SMM4H 2024), \"Why LLM-Generated Texts Fail to Improve "
         "Text Classification Models\", made with `smm4h study`.",
@@ -341,7 +352,7 @@ def write_report(
     ]
     markdown = "\n".join(md)
     write_text(layout.report_md, markdown)
-    write_text(layout.report_html, render_html(markdown, layout.figures(), title=f"smm4h study: task {options.task}"))
+    write_text(layout.report_html, render_html(markdown, layout.figures(), title=f"smm4h study: task {options.task}" if getattr(options, "definitions", None) is None else f"smm4h study: {task_title(options)}"))
     numbers = {"table2": table2, "table3": table3, "diversity": metrics["groups"], "generation": generation, "conclusion": text}
     write_json(layout.report_json, numbers)
     return layout.report_md, layout.report_html, numbers

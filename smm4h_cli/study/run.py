@@ -89,6 +89,10 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, progress: 
     # for every step that runs torch (embedding, training, prediction), as train does for its own
     set_threads(options.threads)
 
+    if options.doses:
+        from smm4h_cli.study.dose import run_dose_study
+
+        return run_dose_study(options, layout, paths, frames, digests, generator, on_event, progress)
     arms = arms_of(options)
     steps = Steps(layout.out, len(options.strategies) + 3 + len(arms), options.force, on_event)
     study = _Study(options, layout, steps, paths, frames, digests, progress)
@@ -131,6 +135,7 @@ def _generation_key(study: _Study, strategy: str, kind: str, model_name: str | N
         "temperature": options.temperature, "examples": options.examples, "seed": options.seed,
         # only when set, so that studies made before the option keep their fingerprints
         **({"max_tokens": options.max_tokens} if options.max_tokens is not None else {}),
+        **({"definitions": file_digest(options.definitions)} if options.definitions is not None else {}),
     }
 
 
@@ -270,10 +275,8 @@ def _refuse_silent_switch(options: StudyOptions, target: Path, made_by: dict[str
 def _generate_options(options: StudyOptions, strategy: str, target: Path):
     """The generation step's options (their checks raise InputError for bad settings)."""
     from smm4h_cli.generation.generate import GenerateOptions
-    from smm4h_cli.generation.prompts import builtin_task
-
     return GenerateOptions(
-        task=builtin_task(options.task), n=options.n, strategy=strategy, model=options.generator,
+        task=options.task_definition(), n=options.n, strategy=strategy, model=options.generator,
         base_url=options.base_url, temperature=options.temperature, examples=options.examples,
         seed=options.seed, concurrency=options.concurrency, max_tokens=options.max_tokens,
         cache_path=StudyLayout.call_cache(target),

@@ -16,6 +16,7 @@ from smm4h_cli.generation.dedup import COPY_KINDS
 from smm4h_cli.generation.dedup import KINDS as DUPLICATE_KINDS
 from smm4h_cli.generation.dedup import find_duplicates
 from smm4h_cli.generation.engine import CallResult
+from smm4h_cli.generation.options import GenerateOptions
 from smm4h_cli.generation.parsing import parse_answer
 from smm4h_cli.generation.plan import PlannedCall, Planner, repeat_penalty_for, request_style_for, temperature_for
 from smm4h_cli.generation.structured import OutputFormat

@@ -9,15 +9,11 @@ uninterrupted run. ``--fill`` makes calls in rounds until ``n`` posts are kept (
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import polars as pl
 
-from smm4h_cli.errors import InputError
-from smm4h_cli.generation import attributes as attrs
 from smm4h_cli.generation.assemble import Summary, assemble, estimate_cost  # noqa: F401 (re-exported)
 from smm4h_cli.generation.batch import check_batch_backend, run_batch
 from smm4h_cli.generation.backends import Backend, embedded_server, resolve_backend
@@ -28,149 +24,12 @@ from smm4h_cli.generation.plan import (  # noqa: F401 (re-exported: the plan's n
     EMBEDDED_MAX_TOKENS, EMBEDDED_REPEAT_PENALTY, EMBEDDED_TEMPERATURE, PlannedCall, Planner, plan_calls,
     repeat_penalty_for, request_style_for, small_model, temperature_for,
 )
-from smm4h_cli.generation.prompts import REQUEST_STYLES, TaskDefinition
-from smm4h_cli.generation.structured import OUTPUT_FORMATS, resolve_output_format
+from smm4h_cli.generation.structured import resolve_output_format
 from smm4h_cli.progress import ProgressFn, report
 
-#: ``paper``: the paper's few-shot prompt. ``attributes``: the same, with one combination of
-#: attribute values fixed per call (AttrPrompt), spread evenly over the calls.
-STRATEGIES = ("paper", "attributes")
-DEDUP_MODES = ("flag", "drop", "off")
-DEFAULT_TIMEOUT = 120.0
-EMBEDDED_TIMEOUT = 600.0
-
-
-@dataclass
-class GenerateOptions:
-    """Options of one generation run; the defaults are the paper's (§3.1).
-
-    Attributes:
-        task: the task's label definitions (``prompts.builtin_task(5)``, or ``load_definitions``).
-        n: posts asked for in all; ``ceil(n / per_call)`` calls (the paper: 1,000 in 100 calls); with
-            ``fill``, posts kept.
-        strategy: one of ``STRATEGIES``.
-        model, base_url: the backend (see ``backends.resolve_backend``); None: the defaults.
-        temperature: sampling temperature; None: the paper's 0, or ``plan.EMBEDDED_TEMPERATURE`` for the
-            embedded model (tuned, bench/generate_tuning.py).
-        examples: positive and negative few-shot examples per call, each (the paper: 5 + 5).
-        seed: seed of the example draws, attribute draws and per-call request seeds.
-        concurrency: requests in flight (1 for the embedded server, which answers one at a time anyway).
-        cache_path: the JSON-lines call cache; None: no cache (no resume).
-        per_call: posts asked for per call (the paper: 10).
-        max_tokens: completion limit per call; None: the server's default (512 for SmolLM2, see ``small_model``).
-        request_style: ``paper`` (Appendix A.1 verbatim), ``list`` (for small models) or ``auto``
-            (``list`` for SmolLM2, embedded or served, ``paper`` otherwise).
-        attributes: attribute set for the ``attributes`` strategy; None: the task's built-in set.
-        dedup: ``flag`` (mark duplicates and leaks), ``drop`` (remove them) or ``off``.
-        similarity: cosine threshold of near duplicates (character 4-gram TF-IDF).
-        tries: attempts per call before it is recorded as failed.
-        timeout: seconds per attempt; None: 120, or 600 for the embedded model (a CPU is slow).
-        backoff: seconds before the first retry (doubling each retry, half of it jittered, at most 60 s)
-            when the server sends no Retry-After.
-        repeat_penalty: sent as ``extra_body``; None: 1.2 for the embedded model, nothing otherwise.
-        output_format: ``list`` (the numbered list), ``json`` (a JSON schema of exactly ``per_call``
-            posts, ``structured.py``) or ``auto`` (json where the backend supports it).
-        fill: ``n`` counts posts kept (parsed, not dropped by ``dedup``): calls go on in rounds until
-            ``n`` are kept or ``max_calls`` were made.
-        max_calls: the most calls of a ``fill`` run; None: ``3 * ceil(n / per_call)``.
-        price_in, price_out: US$ per million prompt / completion tokens, for models without a known price.
-        batch: make the calls through the OpenAI Batch API (``batch.py``): half the price, answers within
-            24 h; needs ``cache_path`` (it keeps the batch in flight, so that a killed run resumes it).
-        poll_interval: seconds between the first polls of a batch (backing off to 30 times as long).
-    """
-
-    task: TaskDefinition
-    n: int = 1000
-    strategy: str = "paper"
-    model: str | None = None
-    base_url: str | None = None
-    temperature: float | None = None
-    examples: int = 5
-    seed: int = 0
-    concurrency: int = 4
-    cache_path: Path | None = None
-    per_call: int = 10
-    max_tokens: int | None = None
-    request_style: str = "auto"
-    attributes: dict[str, list[str]] | None = None
-    dedup: str = "flag"
-    similarity: float = 0.9
-    tries: int = 6
-    timeout: float | None = None
-    backoff: float = 1.0
-    repeat_penalty: float | None = None
-    price_in: float | None = None
-    price_out: float | None = None
-    batch: bool = False
-    poll_interval: float = 15.0
-    output_format: str = "auto"
-    fill: bool = False
-    max_calls: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.task, TaskDefinition):
-            raise InputError("the task must be a TaskDefinition (prompts.builtin_task(5) or prompts.load_definitions(FILE)).")
-        if self.strategy not in STRATEGIES:
-            raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}; got '{self.strategy}'.")
-        if self.n < 1:
-            raise InputError(f"--n must be at least 1; got {self.n}.")
-        if not 1 <= self.per_call <= 100:
-            raise InputError(f"--per-call must be between 1 and 100; got {self.per_call}.")
-        if self.examples < 1:
-            raise InputError(f"--examples must be at least 1 (positive and negative examples per call); got {self.examples}.")
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise InputError(f"--temperature must be between 0 and 2; got {self.temperature}.")
-        if not 1 <= self.concurrency <= 512:
-            raise InputError(f"--concurrency must be between 1 and 512; got {self.concurrency}.")
-        if self.max_tokens is not None and self.max_tokens < 16:
-            raise InputError(f"--max-tokens must be at least 16; got {self.max_tokens}.")
-        if self.request_style not in ("auto", *REQUEST_STYLES):
-            raise InputError(f"--request-style must be auto, {', '.join(REQUEST_STYLES)}; got '{self.request_style}'.")
-        if self.dedup not in DEDUP_MODES:
-            raise InputError(f"--dedup must be one of {', '.join(DEDUP_MODES)}; got '{self.dedup}'.")
-        if not 0 < self.similarity <= 1:
-            raise InputError(f"--similarity must be in (0, 1]; got {self.similarity}.")
-        if self.tries < 1:
-            raise InputError(f"--tries must be at least 1; got {self.tries}.")
-        if self.backoff < 0:
-            raise InputError(f"--backoff must not be negative; got {self.backoff}.")
-        if self.timeout is not None and self.timeout <= 0:
-            raise InputError(f"--timeout must be positive; got {self.timeout}.")
-        for name in ("price_in", "price_out"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InputError(f"--{name.replace('_', '-')} must not be negative; got {value}.")
-        if self.cache_path is not None:
-            self.cache_path = Path(self.cache_path)
-        if self.output_format not in OUTPUT_FORMATS:
-            raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}; got '{self.output_format}'.")
-        if self.max_calls is not None and not self.fill:
-            raise InputError("--max-calls bounds a --fill run; add --fill, or leave --max-calls out.")
-        if self.fill and self.max_calls is not None and self.max_calls < 1:
-            raise InputError(f"--max-calls must be at least 1 (the most calls --fill may make); got {self.max_calls}.")
-        if self.poll_interval <= 0:
-            raise InputError(f"--poll-interval must be positive; got {self.poll_interval}.")
-        if self.batch and self.cache_path is None:
-            raise InputError("--batch needs a call cache, which keeps the batch in flight so that a killed run resumes it "
-                             "instead of paying twice: give --out FILE or --cache FILE, and leave out --no-cache.")
-        if self.attributes is not None:
-            self.attributes = attrs.validate_attributes(self.attributes, "--attributes")
-        elif self.strategy == "attributes":
-            number = {"task5": 5, "task6": 6}.get(self.task.name)
-            if number is None:
-                raise InputError(f"--strategy attributes needs --attributes FILE for the task '{self.task.name}' (built-in sets exist for tasks 5 and 6).")
-            self.attributes = attrs.builtin_attributes(number)
-
-    @property
-    def calls(self) -> int:
-        """Calls of the first round: all of them without ``fill``."""
-        return math.ceil(self.n / self.per_call)
-
-    @property
-    def call_limit(self) -> int:
-        if not self.fill:
-            return self.calls
-        return self.max_calls if self.max_calls is not None else 3 * self.calls
+from smm4h_cli.generation.options import (  # noqa: F401 (re-exported: where they were defined before)
+    DEDUP_MODES, DEFAULT_TIMEOUT, EMBEDDED_TIMEOUT, STRATEGIES, GenerateOptions,
+)
 
 
 def generate(

@@ -252,7 +252,7 @@ def _scan_delimited(text: str, separator: str, quote: str | None) -> _Scan:
                 in_quotes = True
             continue  # a quote inside an unquoted field is an ordinary character
         if not after_quote_ok(k):
-            scan.problem = (record_line, f"text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
+            scan.problem = (record_line, "text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
             return scan
         closed_at = -1
         if c == separator:
@@ -266,7 +266,7 @@ def _scan_delimited(text: str, separator: str, quote: str | None) -> _Scan:
     if in_quotes:
         scan.problem = (record_line, f"a quoted field is never closed (a {quote} without its closing {quote})")
     elif not after_quote_ok(len(text)):
-        scan.problem = (record_line, f"text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
+        scan.problem = (record_line, "text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
     elif record_start < len(text):
         scan.starts.append(record_line)
         scan.fields.append(fields if text[record_start:].strip("\r") else 0)

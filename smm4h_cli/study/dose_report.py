@@ -106,7 +106,7 @@ def dose_figures(layout: StudyLayout, rows: list[dict[str, Any]], unit: str) -> 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from smm4h_cli.analysis.plots import DPI, HEIGHT_IN, WIDTH_IN
+    from smm4h_cli.analysis.plots import HEIGHT_IN, WIDTH_IN
 
     base, arms = rows[0], rows[1:]
     rules = list(dict.fromkeys(r["selection"] for r in arms))

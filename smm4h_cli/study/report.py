@@ -16,12 +16,8 @@ found in the Markdown is followed.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-import os
 import platform
-import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,8 +27,8 @@ import polars as pl
 from smm4h_cli.analysis.clustering import table_rows
 from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
-from smm4h_cli.sample import sample_dir
 from smm4h_cli.study.layout import FIGURE2, StudyLayout
+from smm4h_cli.study.markup import _literal_rows, literal, render_html, shown_path  # noqa: F401 (literal, shown_path: re-exported)
 
 TASK_TITLES = {5: "Task 5: tweets reporting a child with ADHD, autism, delayed speech or asthma", 6: "Task 6: posts stating the user's exact age"}
 PACKAGES = ("smm4h", "torch", "transformers", "sentence-transformers", "openai", "llama_cpp_python", "polars", "scikit-learn")
@@ -66,73 +62,6 @@ class ReportSettings(Protocol):
     sample: int
     seed: int
 
-# Characters that can open Markdown or HTML inline (emphasis, code, links and images, autolinks,
-# raw HTML, entities, escapes, table cells, GFM strikethrough and math), written as numeric
-# character references: CommonMark shows a reference as its character and never reads it as
-# markup, in running text and in table cells alike (a backslash escape would not survive the
-# table's own escaping of backslashes).
-_MARKUP = {c: f"&#{ord(c)};" for c in "\\`*_[<&|~$"}
-_LINE_BREAKS = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
-# What opens a block where the text starts a line (in a list item or quote): an indent, a quote,
-# a heading, a list item, an ordered list item (its delimiter), a thematic break.
-_BLOCK_START = re.compile(
-    r"[ \t]|>|#{1,6}(?=[ \t]|$)|[-+](?=[ \t]|$)|\d{1,9}(?P<delimiter>[.)])(?=[ \t]|$)|-(?=(?:[ \t]*-){2,}[ \t]*$)"
-)
-
-
-def literal(value: Any) -> str:
-    """``value`` as Markdown text that shows exactly as written (line breaks become spaces).
-
-    The one way text from data or a model enters the report: a post holding
-    ``![x](/etc/passwd)``, ``<img src=...>`` or ``[x](javascript:...)`` shows those characters
-    and makes no image, link or tag in any CommonMark renderer.
-    """
-    text = "".join(_MARKUP.get(c, c) for c in _LINE_BREAKS.sub(" ", str(value)))
-    block = _BLOCK_START.match(text)
-    if block:
-        i = block.start("delimiter") if block.group("delimiter") else 0
-        return f"{text[:i]}&#{ord(text[i])};{text[i + 1:]}"
-    return text
-
-
-def _literal_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows with every text cell made :func:`literal` (numbers stay numbers)."""
-    return [{k: literal(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
-
-
-def shown_path(path: Path) -> str:
-    """An input path as the report shows it: never the absolute path of the machine it ran on.
-
-    The package's sample data shows as ``sample_data/task5/train.jsonl``; a path inside the
-    current folder, relative to it; one in the home folder as ``~/...``; any other path as the
-    user gave it.
-    """
-    p = Path(path)
-    try:
-        return "sample_data/" + p.resolve().relative_to(sample_dir().resolve()).as_posix()
-    except (ValueError, OSError):
-        pass
-    if p.is_absolute():
-        for folder, shown in ((Path.cwd(), ""), (Path.home(), "~/")):
-            try:
-                return shown + p.relative_to(folder).as_posix()
-            except ValueError:
-                pass
-    return os.path.normpath(p).replace(os.sep, "/")
-
-
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #1b1b1b; line-height: 1.5; }
-h1 { font-size: 1.7em; border-bottom: 2px solid #333; padding-bottom: .2em; }
-h2 { font-size: 1.3em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
-th, td { border: 1px solid #bbb; padding: .3em .6em; }
-th { background: #f0f0f0; }
-tr:nth-child(even) td { background: #fafafa; }
-img { max-width: 100%; border: 1px solid #ddd; }
-code { background: #f3f3f3; padding: 0 .2em; }
-blockquote { border-left: 4px solid #4c72b0; margin: 1em 0; padding: .2em 1em; background: #f5f8fc; }
-"""
 
 
 def _load(path: Path) -> Any:
@@ -218,7 +147,6 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
             f"{table2['confidence']:.0%} CI [{pair['ci_low']:+.3f}, {pair['ci_high']:+.3f}], "
             f"McNemar p = {format_p(pair['mcnemar_p'])}): {verdict}"
         )
-    by_group = {g["group"]: g for g in metrics["groups"]}
     ngram = {r["group"]: r for r in table3}
     positives = [g for g in metrics["groups"] if g["role"] == "real positives"]
     ref_vendi = metrics["settings"].get("real_positives_vendi")
@@ -227,7 +155,6 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
             continue
         parts = []
         if ref_vendi is not None:
-            less = g["vendi"] < ref_vendi
             parts.append(
                 f"an effective number of distinct posts (Vendi score) of {g['vendi']:.1f} against {ref_vendi:.1f} "
                 f"for the real positives at n = {metrics['settings']['vendi_n']:,}"
@@ -356,45 +283,3 @@ def write_report(
     numbers = {"table2": table2, "table3": table3, "diversity": metrics["groups"], "generation": generation, "conclusion": text}
     write_json(layout.report_json, numbers)
     return layout.report_md, layout.report_html, numbers
-
-
-def render_html(markdown: str, figures: dict[str, Path], title: str) -> str:
-    """The Markdown as one HTML page that opens offline.
-
-    ``figures`` maps an image source as written in the Markdown (``figure2/tsne.png``) to the
-    file the study wrote there; those are embedded as data URIs. Nothing else is: no raw HTML
-    (``html=False``: it shows as text), no other image (it shows as its alt text), no link (its
-    text stays). Whatever the Markdown holds, the page holds no file but the listed figures and
-    points nowhere.
-    """
-    from markdown_it import MarkdownIt
-
-    md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    tokens = md.parse(markdown)
-    for token in tokens:
-        if token.children:
-            token.children = [t for child in token.children for t in _inline_allowed(child, figures)]
-    body = md.renderer.render(tokens, md.options, {})
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
-    )
-
-
-def _inline_allowed(token, figures: dict[str, Path]) -> list:
-    """``token`` as the page may show it: a listed figure embedded, any other image as its alt
-    text, links without their target, raw HTML as text."""
-    from markdown_it.token import Token
-
-    if token.type == "image":
-        path = figures.get(token.attrGet("src") or "")
-        if path is None or not path.is_file():
-            return [Token("text", "", 0, content=token.content)]
-        mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
-        token.attrSet("src", f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode())
-        return [token]
-    if token.type in ("link_open", "link_close"):
-        return []
-    if token.type in ("html_inline", "html_block"):
-        return [Token("text", "", 0, content=token.content)]
-    return [token]

@@ -53,7 +53,7 @@ from smm4h_cli.training.train import TrainOptions, train_seeds  # noqa: E402
 #: Arms: name -> (TrainOptions overrides, TrainingArguments overrides). "default" is `smm4h train`'s.
 ARMS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
-    "eval-unsorted": ({}, {}),  # before this branch: validation posts evaluated in their file order
+    "eval-grouped": ({}, {}),  # before this branch: the Trainer's own length grouping of evaluation
     "fp32": ({"precision": "fp32"}, {}),
     "adamw-foreach": ({}, {"optim": "adamw_torch"}),
     "compile": ({}, {"torch_compile": True}),
@@ -158,9 +158,19 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
         return real(*a, **{**kw, **args_extra})
 
     transformers.TrainingArguments = patched
-    by_length = hf.by_length
-    if name == "eval-unsorted":
-        hf.by_length = lambda posts: posts
+    from transformers import Trainer
+
+    trainer_class = hf.trainer_class
+    if name == "eval-grouped":  # evaluation batches as before: the Trainer's own sampler
+
+        def grouped(class_weights):
+            class Grouped(trainer_class(class_weights)):
+                def _get_eval_sampler(self, eval_dataset):
+                    return Trainer._get_eval_sampler(self, eval_dataset)
+
+            return Grouped
+
+        hf.trainer_class = grouped
     try:
         options = TrainOptions(
             out=out, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, device="cpu",
@@ -171,7 +181,7 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
     finally:
         transformers.TrainingArguments = real  # train_one imports it from transformers at each call
-        hf.by_length = by_length
+        hf.trainer_class = trainer_class
     steps = [(t, c) for t, c, e in events if not e.milestone and e.done > 0]
     evaluated = [t for t, c, e in events if e.milestone and "val F1" in e.detail]
     run = result.runs[0]

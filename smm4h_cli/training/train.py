@@ -14,8 +14,8 @@ after an interruption; they are removed once the seed is finished.
 
 Speed on CPU comes from dynamic padding (``DataCollatorWithPadding``) and length-grouped
 batches (``group_by_length``): a batch is padded to its own longest post, not to ``max_length``.
-The validation posts are evaluated in order of length (``hf.by_length``), so that an evaluation
-batch holds posts of similar length too; the scores of a set do not depend on its order.
+The validation posts are evaluated in order of length (``hf.trainer_class``), so that an
+evaluation batch holds posts of similar length too; the scores of a set do not depend on its order.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def train_one(
     model, tokenizer = hf.load_classifier(ref, name=f"--model {ref}", hint=hf.BASE_HINT, new_head_seed=seed)
     pad_to_max = options.padding == "max_length"
     train_ds = hf.labelled_posts(tokenizer, data["text"].to_list(), data["label"].to_list(), options.max_length, pad_to_max)
-    val_ds = hf.by_length(hf.labelled_posts(tokenizer, validation["text"].to_list(), validation["label"].to_list(), options.max_length, pad_to_max))
+    val_ds = hf.labelled_posts(tokenizer, validation["text"].to_list(), validation["label"].to_list(), options.max_length, pad_to_max)
     class_weights = None
     if options.balance == "class-weight":
         pos = counts["train_positives"]

@@ -27,7 +27,7 @@ saving, set-up inside the Trainer). Tokens/s is the training set's real tokens p
 ``steps`` and of the whole epoch.
 
     python bench/train_throughput.py [--psytar ../shared/data/psytar] [--rounds 2] [--arms default,...]
-    python bench/train_throughput.py --profile psytar   # a torch.profiler table of 20 steps
+    python bench/train_throughput.py --profile psytar   # a torch.profiler table of 5 training steps
 """
 
 from __future__ import annotations
@@ -194,44 +194,42 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
     }
 
 
-def profile(data: pl.DataFrame, args, n_steps: int = 20) -> None:
-    """A torch.profiler table of ``n_steps`` steps of the real Trainer (default settings)."""
+def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
+    """A torch.profiler table of ``n_steps`` training steps as the Trainer takes them (bf16
+    autocast, backward, gradient clipping at 1.0, fused AdamW), on batches of the set's median
+    padded shape."""
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
-    from transformers import TrainerCallback
 
-    import transformers
+    from smm4h_cli.models import minilm_path
 
-    real_trainer = transformers.Trainer
-    prof_holder = {}
+    torch.set_num_threads(args.threads)
+    model, _ = hf.load_classifier(str(minilm_path()), new_head_seed=args.seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
+    n = token_lengths(data["text"].to_list(), args.max_length)
+    from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    class Stop(TrainerCallback):
-        def on_step_begin(self, a, state, control, **kw):
-            if state.global_step == 3:
-                prof_holder["p"] = torch_profile(activities=[ProfilerActivity.CPU], record_shapes=False)
-                prof_holder["p"].__enter__()
+    order = np.array(get_length_grouped_indices(n.tolist(), args.batch_size, generator=torch.Generator().manual_seed(args.seed)))
+    width = int(np.median([n[order[i:i + args.batch_size]].max() for i in range(0, len(n), args.batch_size)]))
+    ids = torch.randint(1000, 20000, (args.batch_size, width))
+    labels = torch.randint(0, 2, (args.batch_size,))
 
-        def on_step_end(self, a, state, control, **kw):
-            if state.global_step == 3 + n_steps:
-                prof_holder["p"].__exit__(None, None, None)
-                control.should_training_stop = True
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    class Profiled(real_trainer):
-        def __init__(self, *a, **kw):
-            kw["callbacks"] = [*kw.get("callbacks", []), Stop()]
-            super().__init__(*a, **kw)
-
-    transformers.Trainer = Profiled
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            options = TrainOptions(out=Path(tmp) / "p", epochs=1, batch_size=args.batch_size, max_length=args.max_length,
-                                   device="cpu", threads=args.threads, force=True)
-            train_seeds(options, [args.seed], data, data.head(64), None)
-    finally:
-        transformers.Trainer = real_trainer
-    table = prof_holder["p"].key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
-    print(table, flush=True)
-    print(f"profiled {n_steps} steps; wall per step from the table's total self CPU time / {n_steps}", flush=True)
+    for _ in range(3):
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n_steps):
+            step()
+    print(f"profile: {n_steps} steps of {args.batch_size} x {width} tokens", flush=True)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
 
 
 def main() -> None:

@@ -271,7 +271,8 @@ def trainer_class(class_weights: list[float] | None):
     Evaluation in order of length: an evaluation batch holds posts of similar length, so it is
     padded little (the ``Trainer``'s own length grouping of evaluation shuffles the posts in
     groups of two batches: on PsyTAR's dev split 2.5x the real tokens are computed, 1.3x in
-    order). Scores of a whole set do not depend on the order of its posts.
+    order). Scores of a whole set do not depend on the order of its posts; its ``predict`` would
+    return predictions in length order too, so posts are predicted by ``training.predict``.
     """
     import torch
     from transformers import Trainer

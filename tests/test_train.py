@@ -486,3 +486,27 @@ def test_progress_in_a_log_file_is_plain_lines(data, cli, tmp_path):
     assert lines[-1].split(" · ")[-1].startswith(f"best epoch {metrics['best_epoch']}, validation F1 {metrics['best']['f1']:.3f} (")
     kept = cli(*args, "--resume")
     assert kept.exit_code == 0 and "seed 0: " in kept.stderr and "already finished, kept" in kept.stderr
+
+
+@slow
+@pytest.mark.parametrize("class_weights", [None, [0.5, 2.0]])
+def test_evaluation_batches_are_in_length_order(tmp_path, class_weights):
+    """Validation posts are evaluated shortest first, so an evaluation batch is padded little
+    (the Trainer's own grouping shuffles them in groups of two batches); every post is evaluated once."""
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    from smm4h_cli.models import minilm_path
+    from smm4h_cli.training import hf
+
+    model, tokenizer = hf.load_classifier(minilm_path(), new_head_seed=0)
+    lengths = [30, 2, 17, 5, 9, 1, 25, 12, 3, 21, 7, 14]
+    posts = hf.labelled_posts(tokenizer, ["word " * n for n in lengths], [i % 2 for i in range(len(lengths))], 128, False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), train_sampling_strategy="group_by_length", per_device_eval_batch_size=2,
+        use_cpu=True, report_to="none", disable_tqdm=True,
+    )
+    trainer = hf.trainer_class(class_weights)(model=model, args=args, eval_dataset=posts, data_collator=DataCollatorWithPadding(tokenizer))
+    batches = list(trainer.get_eval_dataloader())
+    widths = [b["input_ids"].shape[1] for b in batches]
+    assert widths == sorted(widths)
+    assert sorted(int(n) for b in batches for n in b["attention_mask"].sum(dim=1)) == sorted(n + 2 for n in lengths)

@@ -259,15 +259,34 @@ def precision_args(precision: str) -> dict[str, bool]:
 # ----------------------------------------------------------------------------- Trainer adapters
 
 
+def length_order(dataset) -> list[int]:
+    """The indices of ``dataset``'s posts, shortest first (ties in their order)."""
+    return sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))
+
+
 def trainer_class(class_weights: list[float] | None):
-    """The ``Trainer``, or one whose cross-entropy is weighted by ``class_weights``."""
+    """The ``Trainer`` with evaluation in order of length, its cross-entropy weighted by
+    ``class_weights`` where given.
+
+    Evaluation in order of length: an evaluation batch holds posts of similar length, so it is
+    padded little (the ``Trainer``'s own length grouping of evaluation shuffles the posts in
+    groups of two batches: on PsyTAR's dev split 2.5x the real tokens are computed, 1.3x in
+    order). Scores of a whole set do not depend on the order of its posts; its ``predict`` would
+    return predictions in length order too, so posts are predicted by ``training.predict``.
+    """
     import torch
     from transformers import Trainer
 
-    if class_weights is None:
-        return Trainer
+    class LengthOrderedTrainer(Trainer):
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_dataset is None or self.args.world_size > 1 or not hasattr(eval_dataset, "__len__"):
+                return super()._get_eval_sampler(eval_dataset)
+            return length_order(eval_dataset)
 
-    class WeightedTrainer(Trainer):
+    if class_weights is None:
+        return LengthOrderedTrainer
+
+    class WeightedTrainer(LengthOrderedTrainer):
         """Cross-entropy weighted by inverse class frequency (``--balance class-weight``)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, **kwargs):

@@ -14,6 +14,8 @@ after an interruption; they are removed once the seed is finished.
 
 Speed on CPU comes from dynamic padding (``DataCollatorWithPadding``) and length-grouped
 batches (``group_by_length``): a batch is padded to its own longest post, not to ``max_length``.
+The validation posts are evaluated in order of length (``hf.trainer_class``), so that an
+evaluation batch holds posts of similar length too; the scores of a set do not depend on its order.
 """
 
 from __future__ import annotations

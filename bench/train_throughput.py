@@ -1,0 +1,324 @@
+"""Training throughput: tokens per second of `smm4h train` against the machine's compute bound.
+
+Two fixed, length-realistic training sets of about --tokens tokens each (default 40,000):
+
+* ``psytar``: PsyTAR training sentences (label ADR), drawn at random (seeded) until the budget is
+  reached: short posts (median about 18 tokens).
+* ``tweets``: posts with the length distribution of tweets, built by joining random PsyTAR
+  sentences until a target length is reached; the targets follow a gamma distribution with mean
+  54 tokens (SMM4H Task 5: 399k tokens over 7,398 posts), clipped to [8, --max-length]. Only
+  the lengths are tweet-like; the words are PsyTAR's.
+
+Both are validated on PsyTAR's dev split (612 posts) as `smm4h train` does after every epoch.
+
+In the same run, interleaved with the training runs (A B A B ...), the bf16 and fp32 peak of
+``torch.matmul`` on large square matrices with the same torch threads. The compute bound of an
+epoch is its useful training FLOPs (the posts' real tokens, no padding) divided by the bf16 peak
+(fp32 where training runs in fp32); the share of the bound is bound / measured time.
+
+Training FLOPs per token are derived from the model's config (forward + backward = 3 x forward):
+6 x (matmul parameters per encoder layer x layers) per token, plus attention scores and their
+weighted sum, 12 x layers x hidden x n per token for a post of n tokens, plus the pooler and the
+head once per post. The embeddings are lookups (no matmul FLOPs).
+
+Every arm runs the real `train_seeds` for --epochs epochs. The time is split with the progress
+events: ``steps`` (first to last optimizer step) and ``rest`` (evaluation on dev, checkpoint
+saving, set-up inside the Trainer). Tokens/s is the training set's real tokens per second of
+``steps`` and of the whole epoch.
+
+    python bench/train_throughput.py [--psytar ../shared/data/psytar] [--rounds 2] [--arms default,...]
+    python bench/train_throughput.py --profile psytar   # a torch.profiler table of 5 training steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from smm4h_cli.training import hf  # noqa: E402
+from smm4h_cli.training.train import TrainOptions, train_seeds  # noqa: E402
+
+#: Arms: name -> (TrainOptions overrides, TrainingArguments overrides). "default" is `smm4h train`'s.
+ARMS: dict[str, tuple[dict, dict]] = {
+    "default": ({}, {}),
+    "eval-grouped": ({}, {}),  # before this branch: the Trainer's own length grouping of evaluation
+    "fp32": ({"precision": "fp32"}, {}),
+    "adamw-foreach": ({}, {"optim": "adamw_torch"}),
+    "compile": ({}, {"torch_compile": True}),
+    "batch64": ({"batch_size": 64}, {}),
+}
+
+
+def load_psytar(psytar: Path, split: str, label: str = "ADR") -> pl.DataFrame:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from train_psytar import load
+
+    return load(psytar, split, label)
+
+
+def token_lengths(texts: list[str], max_length: int) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    from smm4h_cli.models import minilm_path
+    from smm4h_cli.training import hf
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    enc = hf.encode(tokenizer, texts, max_length)
+    return np.array([len(ids) for ids in enc["input_ids"]])
+
+
+def psytar_set(train: pl.DataFrame, budget: int, max_length: int, seed: int) -> pl.DataFrame:
+    shuffled = train.sample(fraction=1.0, shuffle=True, seed=seed)
+    lengths = token_lengths(shuffled["text"].to_list(), max_length)
+    n = int(np.searchsorted(np.cumsum(lengths), budget)) + 1
+    return shuffled.head(n)
+
+
+def tweet_set(train: pl.DataFrame, budget: int, max_length: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    texts, labels = train["text"].to_list(), train["label"].to_list()
+    lengths = token_lengths(texts, max_length) - 2  # without [CLS] and [SEP]
+    posts, post_labels, total = [], [], 0
+    while total < budget:
+        target = int(np.clip(rng.gamma(4.0, 54.0 / 4.0), 8, max_length))
+        parts, label, n = [], 0, 2
+        while n < target:
+            i = int(rng.integers(len(texts)))
+            if parts and n + lengths[i] - target > target - n:
+                break  # the post is closer to its target without this sentence
+            parts.append(texts[i].strip())
+            label = max(label, labels[i])
+            n += int(lengths[i])
+        posts.append(" ".join(parts))
+        post_labels.append(label)
+        total += min(n, max_length)
+    return pl.DataFrame({"id": [f"tw-{i}" for i in range(len(posts))], "text": posts, "label": post_labels})
+
+
+def padded_tokens(n: np.ndarray, batch_size: int, seed: int) -> int:
+    """Tokens the model computes (posts padded to their batch's longest) in the Trainer's length-grouped batches."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    order = get_length_grouped_indices(n.tolist(), batch_size, generator=torch.Generator().manual_seed(seed))
+    return int(sum(n[order[i:i + batch_size]].max() * len(order[i:i + batch_size]) for i in range(0, len(order), batch_size)))
+
+
+def flops_per_post(config, n: np.ndarray) -> np.ndarray:
+    """Training FLOPs (forward + backward) of posts of ``n`` real tokens each."""
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    per_layer_params = 4 * h * h + 2 * h * inter  # Q, K, V, output; the two feed-forward matrices
+    dense = 6 * layers * per_layer_params * n
+    attention = 12 * layers * h * n * n  # QK^T and softmax x V: 2 x 2 n h forward per token, x 3
+    head = 6 * (h * h + h * config.num_labels)  # pooler and classifier, once per post
+    return dense + attention + head
+
+
+def matmul_peak(dtype, threads: int, size: int = 2048, reps: int = 6) -> float:
+    """GFLOP/s of the best of ``reps`` square matmuls."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e9
+
+
+def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -> dict:
+    """One training run of ``name`` on ``data``; times split by the progress events."""
+    options_extra, args_extra = ARMS[name]
+    events: list[tuple[float, float, object]] = []
+
+    def progress(event) -> None:
+        events.append((time.perf_counter(), time.process_time(), event))
+
+    import transformers
+
+    real = transformers.TrainingArguments
+
+    def patched(*a, **kw):
+        return real(*a, **{**kw, **args_extra})
+
+    transformers.TrainingArguments = patched
+    from transformers import Trainer
+
+    trainer_class = hf.trainer_class
+    if name == "eval-grouped":  # evaluation batches as before: the Trainer's own sampler
+
+        def grouped(class_weights):
+            class Grouped(trainer_class(class_weights)):
+                def _get_eval_sampler(self, eval_dataset):
+                    return Trainer._get_eval_sampler(self, eval_dataset)
+
+            return Grouped
+
+        hf.trainer_class = grouped
+    try:
+        options = TrainOptions(
+            out=out, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, device="cpu",
+            threads=args.threads, force=True, **options_extra,
+        )
+        started, cpu0 = time.perf_counter(), time.process_time()
+        result = train_seeds(options, [args.seed], data, dev, None, progress=progress)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    finally:
+        transformers.TrainingArguments = real  # train_one imports it from transformers at each call
+        hf.trainer_class = trainer_class
+    steps = [(t, c) for t, c, e in events if not e.milestone and e.done > 0]
+    evaluated = [t for t, c, e in events if e.milestone and "val F1" in e.detail]
+    run = result.runs[0]
+    return {
+        "eval_wall": evaluated[0] - steps[-1][0] if evaluated and steps else float("nan"),
+        "wall": wall, "cpu": cpu, "train_seconds": run.metrics["train_seconds"],
+        "steps_wall": steps[-1][0] - steps[0][0] if len(steps) > 1 else float("nan"),
+        "steps_cpu": steps[-1][1] - steps[0][1] if len(steps) > 1 else float("nan"),
+        "n_steps": len(steps), "f1": run.best["f1"],
+    }
+
+
+def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
+    """A torch.profiler table of ``n_steps`` training steps as the Trainer takes them (bf16
+    autocast, backward, gradient clipping at 1.0, fused AdamW), on batches of the set's median
+    padded shape."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from smm4h_cli.models import minilm_path
+
+    torch.set_num_threads(args.threads)
+    model, _ = hf.load_classifier(str(minilm_path()), new_head_seed=args.seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
+    n = token_lengths(data["text"].to_list(), args.max_length)
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    order = np.array(get_length_grouped_indices(n.tolist(), args.batch_size, generator=torch.Generator().manual_seed(args.seed)))
+    width = int(np.median([n[order[i:i + args.batch_size]].max() for i in range(0, len(n), args.batch_size)]))
+    ids = torch.randint(1000, 20000, (args.batch_size, width))
+    labels = torch.randint(0, 2, (args.batch_size,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n_steps):
+            step()
+    print(f"profile: {n_steps} steps of {args.batch_size} x {width} tokens", flush=True)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--psytar", type=Path, default=ROOT.parent / "shared" / "data" / "psytar")
+    parser.add_argument("--tokens", type=int, default=40_000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=2, help="A B A B ... rounds of every arm on every set")
+    parser.add_argument("--arms", default="default", help=f"comma-separated, of {', '.join(ARMS)}")
+    parser.add_argument("--sets", default="tweets,psytar")
+    parser.add_argument("--profile", choices=("tweets", "psytar"), help="only profile 20 steps on this set")
+    args = parser.parse_args()
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+
+    from transformers import AutoConfig
+
+    from smm4h_cli.models import minilm_path
+
+    config = AutoConfig.from_pretrained(str(minilm_path()))
+    config.num_labels = 2
+    train = load_psytar(args.psytar, "train")
+    dev = load_psytar(args.psytar, "dev")
+    sets = {
+        "psytar": psytar_set(train, args.tokens, args.max_length, args.seed),
+        "tweets": tweet_set(train, args.tokens, args.max_length, args.seed),
+    }
+    sets = {k: sets[k] for k in args.sets.split(",")}
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    non_embedding = layers * (4 * h * h + 2 * h * inter)
+    print(f"MiniLM config: {layers} layers, hidden {h}, intermediate {inter}; matmul parameters {non_embedding / 1e6:.2f}M "
+          f"-> 6 x params = {6 * non_embedding / 1e6:.1f} MFLOP per token + attention 12 x {layers} x {h} x n per token")
+    stats = {}
+    for name, frame in sets.items():
+        n = token_lengths(frame["text"].to_list(), args.max_length)
+        fl = flops_per_post(config, n)
+        stats[name] = {"tokens": int(n.sum()), "flops": float(fl.sum())}
+        padded = padded_tokens(n, args.batch_size, args.seed)
+        print(f"set {name}: {frame.height:,} posts, {n.sum():,} tokens (median {np.median(n):.0f}, mean {n.mean():.1f}, "
+              f"p99 {np.percentile(n, 99):.0f}), {fl.sum() / n.sum() / 1e6:.1f} MFLOP per token, "
+              f"{len(n) / args.batch_size:.0f} steps of {args.batch_size} = {n.sum() / np.ceil(len(n) / args.batch_size):.0f} tokens per step, "
+              f"padding in length-grouped batches {padded / n.sum() - 1:.1%}, "
+              f"{train['label'].mean():.0%}/{frame['label'].mean():.0%} positive", flush=True)
+    if args.profile:
+        profile(sets[args.profile], args)
+        return
+
+    import torch
+
+    print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads; load average {os.getloadavg()}", flush=True)
+    results: dict[tuple[str, str], list[dict]] = {}
+    peaks: dict[str, list[float]] = {"bf16": [], "fp32": []}
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for set_name, frame in sets.items():
+                for arm in arms:
+                    peaks["bf16"].append(matmul_peak(torch.bfloat16, args.threads))
+                    peaks["fp32"].append(matmul_peak(torch.float32, args.threads))
+                    res = run_arm(arm, frame, dev, args, Path(tmp) / f"{set_name}-{arm}-{r}")
+                    loads.append(os.getloadavg()[0])
+                    results.setdefault((set_name, arm), []).append(res)
+                    tok = stats[set_name]["tokens"] * args.epochs
+                    print(f"round {r + 1} {set_name:6} {arm:14}: {res['train_seconds']:6.1f} s train_seconds, steps {res['steps_wall']:6.1f} s wall "
+                          f"({res['steps_cpu']:6.1f} s CPU) for {res['n_steps']} steps, evaluation {res['eval_wall']:5.1f} s -> {tok / res['steps_wall']:6.0f} tokens/s in steps, "
+                          f"{tok / res['train_seconds']:6.0f} tokens/s overall; dev F1 {res['f1']:.3f}; "
+                          f"peak bf16 {peaks['bf16'][-1]:.0f} fp32 {peaks['fp32'][-1]:.0f} GFLOP/s; load {loads[-1]:.1f}", flush=True)
+    bf16, fp32 = statistics.median(peaks["bf16"]), statistics.median(peaks["fp32"])
+    print(f"\nmatmul peak (2048 x 2048, {args.threads} threads), median of {len(peaks['bf16'])}: bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f} GFLOP/s; "
+          f"load average during the run {min(loads):.1f}-{max(loads):.1f}")
+    for (set_name, arm), runs in results.items():
+        peak = fp32 if ARMS[arm][0].get("precision") == "fp32" else bf16
+        bound = stats[set_name]["flops"] * args.epochs / (peak * 1e9)
+        tok = stats[set_name]["tokens"] * args.epochs
+        steps = statistics.median(r["steps_wall"] for r in runs)
+        total = statistics.median(r["train_seconds"] for r in runs)
+        cpu = statistics.median(r["steps_cpu"] for r in runs) / args.threads
+        ev = statistics.median(r["eval_wall"] for r in runs)
+        f1s = ", ".join(f"{r['f1']:.3f}" for r in runs)
+        print(f"{set_name:6} {arm:14}: bound {bound:5.1f} s; steps {steps:6.1f} s = {tok / steps:5.0f} tokens/s = {bound / steps:5.1%} of the bound; "
+              f"steps by CPU time / threads {cpu:6.1f} s = {bound / cpu:5.1%}; evaluation {ev:5.1f} s; whole epoch(s) {total:6.1f} s = {tok / total:5.0f} tokens/s = {bound / total:5.1%} of the bound (target >= 50%); "
+              f"dev F1 {f1s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

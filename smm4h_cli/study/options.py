@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 ARM_BASELINE = "baseline"
 IMBALANCE_BASELINES = ("class-weight", "oversample")
+EXECUTORS = ("sequential", "ray")
 
 
 @dataclass
@@ -49,6 +50,14 @@ class StudyOptions:
         threads: torch CPU threads of training, prediction and embedding; None keeps torch's
             default. Not part of any step's fingerprint: changing it redoes nothing.
         force: redo every step.
+        executor: how the training runs (arm × seed) are run: ``sequential`` (one after another
+            in this process) or ``ray`` (as Ray tasks; see ``study.executors``).
+        address: with ``ray``, the cluster: None starts a local one for the run, ``auto`` joins
+            the one running on this machine, ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT``
+            a remote one.
+        gpus_per_run, cpus_per_run: with ``ray``, what each training run asks of the cluster
+            (fractions of a GPU share one).
+        The last four are not part of any step's fingerprint: changing them redoes nothing.
     """
 
     out: Path = Path("study")
@@ -79,6 +88,10 @@ class StudyOptions:
     device: str = "auto"
     threads: int | None = None
     force: bool = False
+    executor: str = "sequential"
+    address: str | None = None
+    gpus_per_run: float | None = None
+    cpus_per_run: float | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -97,6 +110,15 @@ class StudyOptions:
             raise InputError(f"--n must be at least 1; got {self.n}.")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1; got {self.threads}.")
+        if self.executor not in EXECUTORS:
+            raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}; got '{self.executor}'.")
+        ray_only = [flag for flag, value in (("--address", self.address), ("--gpus-per-run", self.gpus_per_run), ("--cpus-per-run", self.cpus_per_run)) if value is not None]
+        if ray_only and self.executor != "ray":
+            raise InputError(f"{ray_only[0]} is an option of the Ray executor; add --executor ray, or leave it out.")
+        if self.gpus_per_run is not None and self.gpus_per_run < 0:
+            raise InputError(f"--gpus-per-run must be 0 or more; got {self.gpus_per_run}.")
+        if self.cpus_per_run is not None and self.cpus_per_run <= 0:
+            raise InputError(f"--cpus-per-run must be more than 0; got {self.cpus_per_run}.")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "StudyOptions":

@@ -18,7 +18,6 @@ only the steps that a changed option or file reaches.
 from __future__ import annotations
 
 import json
-import shutil
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ import polars as pl
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.io import check_writable, read_records, write_json, write_records
 from smm4h_cli.progress import ProgressFn
+from smm4h_cli.study.executors import ArmJob, open_executor
 from smm4h_cli.study.layout import StudyLayout
 from smm4h_cli.study.options import ARM_BASELINE, IMBALANCE_BASELINES, StudyOptions, arms_of
 from smm4h_cli.study.steps import EventFn, StepEvent, Steps, file_digest, fingerprint
@@ -60,6 +60,8 @@ class _Study:
     #: what a step was computed from: the content of the data files and how their columns are read
     digests: dict[str, Any]
     progress: ProgressFn | None
+    #: how the training runs are run (``study.executors``)
+    executor: Any
 
     def tell(self, step: str) -> ProgressFn | None:
         """The running step's progress: the library's events, staged by the step's name (the
@@ -90,13 +92,15 @@ def run_study(options: StudyOptions, on_event: EventFn | None = None, progress: 
     set_threads(options.threads)
 
     arms = arms_of(options)
-    steps = Steps(layout.out, len(options.strategies) + 3 + len(arms), options.force, on_event)
-    study = _Study(options, layout, steps, paths, frames, digests, progress)
-    synthetic = _generation_steps(study, *generator)
-    syn_frames = {s: read_records(p) for s, p in synthetic.items()}
-    syn_digests = {s: file_digest(p) for s, p in synthetic.items()}
-    _analysis_steps(study, syn_frames, syn_digests)
-    _training_steps(study, arms, syn_frames, syn_digests)
+    # the Ray executor connects and checks the cluster here, before any work
+    with open_executor(options) as executor:
+        steps = Steps(layout.out, len(options.strategies) + 3 + len(arms), options.force, on_event)
+        study = _Study(options, layout, steps, paths, frames, digests, progress, executor)
+        synthetic = _generation_steps(study, *generator)
+        syn_frames = {s: read_records(p) for s, p in synthetic.items()}
+        syn_digests = {s: file_digest(p) for s, p in synthetic.items()}
+        _analysis_steps(study, syn_frames, syn_digests)
+        _training_steps(study, arms, syn_frames, syn_digests)
     _compare_step(study, arms)
 
     report_md, report_html, numbers = write_report(layout.out, options, paths, frames, synthetic, arms)
@@ -205,6 +209,7 @@ def _training_steps(study: _Study, arms: list[str], syn_frames: dict[str, pl.Dat
         "model": options.classifier, "epochs": options.epochs, "lr": options.lr, "batch_size": options.batch_size,
         "max_length": options.max_length,
     }
+    jobs: list[ArmJob] = []
     for arm in arms:
         strategy = arm.removeprefix("synthetic-") if arm.startswith("synthetic-") else None
         models = fingerprint({**model_key, "arm": arm, "synthetic": syn_digests.get(strategy) if strategy else None})
@@ -212,14 +217,12 @@ def _training_steps(study: _Study, arms: list[str], syn_frames: dict[str, pl.Dat
         name, run_dir = f"train {arm}", study.layout.run(arm)
         before = steps.parts(name)
         keep = before.get("models") == models  # the finished seeds' models are still valid
-        repredict = keep and before.get("test") != digests["test"]
-        steps.run(
+        jobs.append(ArmJob(
             name, key, [study.layout.run_summary(arm)] + [seed_dir(run_dir, s) / TEST_PREDICTIONS for s in options.seeds],
-            lambda resume, a=arm, s=strategy, d=run_dir, k=keep, r=repredict, n=name: _train(
-                options, a, d, study.frames, syn_frames.get(s) if s else None, resume or k, r, study.tell(n),
-            ),
-            parts={"models": models, "test": digests["test"]},
-        )
+            {"models": models, "test": digests["test"]}, arm, run_dir, syn_frames.get(strategy) if strategy else None,
+            keep=keep, repredict=keep and before.get("test") != digests["test"],
+        ))
+    study.executor.train_arms(options, steps, jobs, study.frames, study.tell)
 
 
 def _compare_step(study: _Study, arms: list[str]) -> None:
@@ -317,29 +320,6 @@ def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure:
     )
     result = embed_cluster(groups_from_frames(named, by_label=True), emb, progress=progress)
     write_outputs(result, figure, plot=True, seed=options.seed)
-
-
-def _train(
-    options: StudyOptions, arm: str, run_dir: Path, frames: dict[str, pl.DataFrame], synthetic: pl.DataFrame | None,
-    resume: bool, repredict: bool, progress: ProgressFn | None,
-) -> None:
-    """Train the arm's seeds. ``resume``: keep finished seeds and go on with interrupted ones;
-    ``repredict``: the test file changed, so the kept seeds predict it again."""
-    from smm4h_cli.training.run_dir import keep_seeds
-    from smm4h_cli.training.train import train_seeds
-
-    if not resume:
-        # the arm's models are out of date
-        shutil.rmtree(run_dir, ignore_errors=True)
-    else:
-        # The folder holds the study's seeds only: `smm4h compare runs/<arm>` reads every seed-N in
-        # it, and a seed put back later must not find predictions of an older test file.
-        keep_seeds(run_dir, list(options.seeds), forget_test=repredict)
-
-    train_seeds(
-        options.train_options(arm, run_dir, resume=resume), options.seeds, frames["train"], frames["validation"],
-        synthetic, progress=progress, test_frame=frames["test"],
-    )
 
 
 def _compare(options: StudyOptions, prediction_files: dict[str, list[Path]], layout: StudyLayout) -> None:

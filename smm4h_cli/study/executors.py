@@ -253,27 +253,30 @@ class RayExecutor:
             # the driver has made the folder ready; each task keeps a finished seed or goes on from its checkpoint
             in_task = replace(train_options, resume=True, force=False)
             synthetic = ray.put(job.synthetic) if job.synthetic is not None else None
-            arms.append({"options": train_options, "runs": {}, "failed": {}, "progress": tell(job.name)})
+            arms.append({"options": train_options, "runs": {}, "progress": tell(job.name)})
             for seed in options.seeds:
                 ref = task.remote(os.getcwd(), in_task, seed, shared["train"], shared["validation"], synthetic, shared["test"])
                 pending[ref] = (i, seed)
         failures: list[str] = []
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            i, seed = pending.pop(done[0])
-            arm = arms[i]
-            try:
-                run = ray.get(done[0])
-            except ray.exceptions.RayError as exc:
-                arm["failed"][seed] = exc
-                failures.append(f"{started[i][0].arm} seed {seed}: {_cause(exc)}")
-                continue
-            arm["runs"][seed] = run
-            detail = "already finished, kept" if run.kept else f"best epoch {run.best_epoch}, validation F1 {run.best['f1']:.3f}"
-            report(arm["progress"], f"seed {seed}", len(arm["runs"]), len(options.seeds), detail, milestone=True)
-            if len(arm["runs"]) == len(options.seeds):
-                write_summary(arm["options"], [arm["runs"][s] for s in options.seeds])
-                steps.finish(started[i][1])
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                i, seed = pending.pop(done[0])
+                arm = arms[i]
+                try:
+                    run = ray.get(done[0])
+                except ray.exceptions.RayError as exc:
+                    failures.append(f"{started[i][0].arm} seed {seed}: {_cause(exc)}")
+                    continue
+                arm["runs"][seed] = run
+                detail = "already finished, kept" if run.kept else f"best epoch {run.best_epoch}, validation F1 {run.best['f1']:.3f}"
+                report(arm["progress"], f"seed {seed}", len(arm["runs"]), len(options.seeds), detail, milestone=True)
+                if len(arm["runs"]) == len(options.seeds):
+                    write_summary(arm["options"], [arm["runs"][s] for s in options.seeds])
+                    steps.finish(started[i][1])
+        finally:
+            for ref in pending:  # interrupted: the runs still queued or running on a cluster stop too
+                ray.cancel(ref, force=True)
         if failures:
             raise RunError(
                 f"{len(failures)} training run(s) failed on Ray, each after one retry: {'; '.join(failures)}. "

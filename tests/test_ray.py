@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from smm4h_cli.errors import RunError
 from smm4h_cli.study import StudyOptions, run_study
 
 from conftest import ROOT, write_jsonl
@@ -39,11 +40,11 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 def _given(data, out: Path, **changes) -> dict:
     """The tiny study's options; one torch thread everywhere, so that the runs compute alike."""
-    return dict(
+    base = dict(
         out=str(out), task=5, train=str(data["train"]), validation=str(data["validation"]), test=str(data["test"]),
-        n=20, epochs=1, batch_size=8, max_length=48, sample=0, k=2, bootstrap=200, device="cpu", threads=1,
-        seeds=list(SEEDS), **changes,
+        n=20, epochs=1, batch_size=8, max_length=48, sample=0, k=2, bootstrap=200, device="cpu", threads=1, seeds=list(SEEDS),
     )
+    return {**base, **changes}
 
 
 def _options(given: dict) -> StudyOptions:
@@ -52,6 +53,7 @@ def _options(given: dict) -> StudyOptions:
 
 RUN_SEQUENTIAL = """
 import json, sys
+from smm4h_cli.errors import RunError
 from smm4h_cli.study import StudyOptions, run_study
 given = json.loads(sys.argv[1])
 run_study(StudyOptions(**{**given, "seeds": tuple(given["seeds"])}))
@@ -215,17 +217,17 @@ def test_a_task_killed_mid_run_is_redone(data, sequential, cluster, tmp_path):
     def kill_after_first_checkpoint() -> None:
         while not stop.is_set() and not killed:
             states = list(out.glob("runs/*/seed-0/checkpoints/checkpoint-*/trainer_state.json"))
-            workers = _descendants_titled("ray::_train_seed_task") if states else []
+            arm = states[0].parents[3].name if states else None
+            workers = _descendants_titled(f"ray::train {arm} seed 0") if arm else []
             if workers:
                 os.kill(workers[0], signal.SIGKILL)
-                killed.append(states[0].parents[3].name)
+                killed.append(arm)
             time.sleep(0.05)
 
     watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     watcher.start()
     try:
-        # one run at a time (2 CPUs each): the one running worker is the arm whose checkpoint appeared
-        result = run_study(_options(_given(data, out, executor="ray", cpus_per_run=2, epochs=3, seeds=[0])))
+        result = run_study(_options(_given(data, out, executor="ray", cpus_per_run=1, epochs=3, seeds=[0])))
     finally:
         stop.set()
         watcher.join()
@@ -236,6 +238,39 @@ def test_a_task_killed_mid_run_is_redone(data, sequential, cluster, tmp_path):
     assert json.loads((out / f"runs/{killed[0]}/summary.json").read_text())["seeds"] == [0]
     assert f"train {killed[0]}" in result.ran
     assert all(v["done"] for v in json.loads((out / "steps.json").read_text()).values())
+
+
+@slow
+def test_a_task_that_fails_twice_is_reported_and_retried_by_the_next_run(data, sequential, cluster, tmp_path):
+    """The baseline's worker is killed on the first attempt and on the retry: the study reports
+    it (exit code 1 from the CLI) after the other arm has finished; the next run trains it alone."""
+    out = _without_training(sequential, tmp_path / "f")
+    kills: list[int] = []
+    stop = threading.Event()
+
+    def kill_every_attempt() -> None:
+        while not stop.is_set() and len(kills) < 2:
+            for pid in _descendants_titled("ray::train baseline seed 0"):
+                if pid not in kills:
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append(pid)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_every_attempt, daemon=True)
+    watcher.start()
+    given = _given(data, out, executor="ray", seeds=[0])
+    try:
+        with pytest.raises(RunError, match=r"1 training run\(s\) failed on Ray, each after one retry: baseline seed 0: "):
+            run_study(_options(given))
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(kills) == 2
+    state = json.loads((out / "steps.json").read_text())
+    assert state["train synthetic-paper"]["done"] and not state["train baseline"]["done"]
+    assert (out / "runs/synthetic-paper/summary.json").exists() and not (out / "runs/baseline/summary.json").exists()
+    again = run_study(_options(given))
+    assert again.ran == ["train baseline", "compare (Table 2)"]
 
 
 @slow

@@ -255,7 +255,8 @@ class RayExecutor:
             synthetic = ray.put(job.synthetic) if job.synthetic is not None else None
             arms.append({"options": train_options, "runs": {}, "progress": tell(job.name)})
             for seed in options.seeds:
-                ref = task.remote(os.getcwd(), in_task, seed, shared["train"], shared["validation"], synthetic, shared["test"])
+                # named as the study names the run: the Ray dashboard and the worker's process title show it
+                ref = task.options(name=f"train {job.arm} seed {seed}").remote(os.getcwd(), in_task, seed, shared["train"], shared["validation"], synthetic, shared["test"])
                 pending[ref] = (i, seed)
         failures: list[str] = []
         try:

@@ -242,7 +242,8 @@ class RayExecutor:
         if not started:
             return
         self._check_shared(options.out.resolve())
-        task = ray.remote(_train_seed_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=1, retry_exceptions=True)
+        task = ray.remote(_train_seed_task)
+        asks = dict(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=1, retry_exceptions=True)
         shared = {split: ray.put(frames[split]) for split in ("train", "validation", "test")}
         pending: dict[Any, tuple[int, int]] = {}  # task -> (arm's place in `started`, seed)
         arms: list[dict[str, Any]] = []
@@ -256,7 +257,7 @@ class RayExecutor:
             arms.append({"options": train_options, "runs": {}, "progress": tell(job.name)})
             for seed in options.seeds:
                 # named as the study names the run: the Ray dashboard and the worker's process title show it
-                ref = task.options(name=f"train {job.arm} seed {seed}").remote(os.getcwd(), in_task, seed, shared["train"], shared["validation"], synthetic, shared["test"])
+                ref = task.options(**asks, name=f"train {job.arm} seed {seed}").remote(os.getcwd(), in_task, seed, shared["train"], shared["validation"], synthetic, shared["test"])
                 pending[ref] = (i, seed)
         failures: list[str] = []
         try:

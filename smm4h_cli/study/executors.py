@@ -138,7 +138,8 @@ class RayExecutor:
     shut down after it; ``auto`` joins the cluster running on this machine (``ray start --head``);
     ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT`` a remote one. Bad input (Ray not installed,
     an address that does not answer, a request no node can meet) is an ``InputError`` raised
-    here, before any work."""
+    here, before any work. A process that has called ``ray.init`` itself (a library caller, the
+    tests) is run on that cluster, which is left running."""
 
     def __init__(self, options: "StudyOptions"):
         try:
@@ -148,7 +149,6 @@ class RayExecutor:
         self.ray = ray
         self.cpus = options.cpus_per_run if options.cpus_per_run is not None else 1.0
         self.gpus = options.gpus_per_run if options.gpus_per_run is not None else 0.0
-        self.address = options.address
         self.started = False
         if not ray.is_initialized():
             self._connect(options.address)
@@ -178,7 +178,7 @@ class RayExecutor:
                 ) from None
         try:
             ray.init(address=address, **quiet)
-        except ConnectionError as exc:
+        except (ConnectionError, RuntimeError) as exc:  # no cluster; a cluster of another Ray or Python version
             hint = "no Ray cluster runs on this machine: start one with ray start --head, or leave --address out to start one for the run." if address == "auto" else str(exc)
             raise InputError(f"--address {address}: {hint}") from None
 

@@ -11,7 +11,7 @@ On two cores expect little: two one-thread runs side by side do about the work o
 two-thread run. The gain is on machines with many cores, several GPUs (--gpus-per-run) or
 several machines, where the sequential executor leaves them idle.
 
-    python bench/study_parallel.py [--epochs 2] [--seeds 0,1] [--cpus-per-run 1]
+    python bench/study_parallel.py [--epochs 2] [--seeds 0,1] [--cpus-per-run 1] [--threads N]
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--cpus-per-run", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, help="torch threads of the sequential runs [default: torch's, one per core]")
     parser.add_argument("--psytar", type=Path, help="not used (make bench passes it to every script)")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -68,9 +69,9 @@ def main() -> None:
     print(f"grid: {len(ARMS)} arms x {len(seeds)} seeds = {runs} training runs, {args.epochs} epochs, Task 5 sample data; {cpus} CPUs", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(task=5, epochs=args.epochs, seeds=seeds, batch_size=16, device="cpu")
-        _, seq, seq_arms = train_grid(StudyOptions(out=Path(tmp) / "sequential", **common))
+        _, seq, seq_arms = train_grid(StudyOptions(out=Path(tmp) / "sequential", threads=args.threads, **common))
         start, par, par_arms = train_grid(StudyOptions(out=Path(tmp) / "ray", executor="ray", cpus_per_run=args.cpus_per_run, **common))
-    print(f"sequential: {seq:.1f} s ({seq / len(ARMS):.1f} s per arm: " + ", ".join(f"{a} {s:.1f}" for a, s in seq_arms.items()) + ")")
+    print(f"sequential ({args.threads or 'default'} threads): {seq:.1f} s ({seq / len(ARMS):.1f} s per arm: " + ", ".join(f"{a} {s:.1f}" for a, s in seq_arms.items()) + ")")
     print(
         f"ray ({args.cpus_per_run:g} CPU per run): {par:.1f} s training + {start:.1f} s starting the local cluster "
         f"({par / len(ARMS):.1f} s per arm in wall time; each arm's step from start to its last seed: " + ", ".join(f"{a} {s:.1f}" for a, s in par_arms.items()) + ")"

@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# constraints.txt pins torch to 2.13.0, the CPU build this kind of machine keeps on disk:
 	# a bare `torch` requirement would pull a multi-GB CUDA build.
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# the ray extra too, so that the test of `smm4h study --executor ray` runs (about 80 MB of wheels, 250 MB installed)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

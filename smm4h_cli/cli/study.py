@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from smm4h_cli.cli._common import ClassifierModel, Device, IdCol, LabelCol, Quiet, Seed, TextCol, Threads, columns, err, flag, parse_list
+from smm4h_cli.cli._common import ClassifierModel, choices, Device, IdCol, LabelCol, Quiet, Seed, TextCol, Threads, columns, err, flag, parse_list
 from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
 from smm4h_cli.study import StepEvent, StudyOptions, run_study
+from smm4h_cli.study.options import EXECUTORS
+
+Executor = choices("Executor", EXECUTORS)
 
 
 def study_cli(
@@ -39,6 +42,10 @@ def study_cli(
     device: Device = "auto",
     threads: Threads = None,
     quick: Annotated[bool, flag("--quick", help="A small run for a first look, minutes on a laptop CPU (50 synthetic posts, 5 epochs in batches of 16, 300-post samples).")] = False,
+    executor: Annotated[Executor, typer.Option("--executor", help="How the training runs (arm × seed) run: one after another in this process, or as Ray tasks (pip install 'smm4h\\[ray]'); see docs/scale.md.")] = Executor.sequential,
+    address: Annotated[str | None, typer.Option("--address", help="With --executor ray: the cluster, auto (the one started on this machine with ray start --head), ray://HOST:PORT or HOST:PORT \\[default: a local cluster started for the run].", show_default=False)] = None,
+    gpus_per_run: Annotated[float | None, typer.Option("--gpus-per-run", help="With --executor ray: GPUs each training run asks for (0.5 puts two on a GPU) \\[default: 0].", show_default=False)] = None,
+    cpus_per_run: Annotated[float | None, typer.Option("--cpus-per-run", help="With --executor ray: CPUs each training run asks for (its torch threads) \\[default: 1].", show_default=False)] = None,
     seed: Seed = 0,
     force: Annotated[bool, flag("--force", help="Redo every step, even those that are up to date.")] = False,
     definitions: Annotated[Path | None, typer.Option("--definitions", help="Your own binary task: a YAML/JSON file with 'definition' (the label definitions), 'post_kind' (e.g. tweets), 'example_order', as generate takes. Needs --train, --validation and --test.", show_default=False)] = None,
@@ -75,6 +82,7 @@ def study_cli(
         seeds=tuple(parse_list(seeds, "--seeds", int, "integers")), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
         definitions=definitions, doses=dose_list, dose_unit=dose_unit, overgenerate=overgenerate,
         selections=tuple(parse_list(selections, "--selections", str, "selection rules", example="none,dedup")),
+        executor=executor.value, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
     )
     given.update({name: value for name, value in (("n", n), ("epochs", epochs), ("batch_size", batch_size), ("sample", sample)) if value is not None})
     options = StudyOptions.quick(**given) if quick else StudyOptions(**given)

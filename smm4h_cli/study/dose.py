@@ -86,10 +86,11 @@ def plan(options: StudyOptions, positives: int) -> tuple[list[DoseArm], int]:
 def run_dose_study(
     options: StudyOptions, layout: StudyLayout, paths: dict[str, Path], frames: dict[str, pl.DataFrame],
     digests: dict[str, Any], generator: tuple[str, str | None], on_event: EventFn | None, progress: ProgressFn | None,
+    executor: Any,
 ):
     """The dose grid, end to end: generate the pool, analyse it, train the baseline, select,
     measure each arm's set, train the arms, compare them all with the baseline, report."""
-    from smm4h_cli.study import run as pipeline
+    from smm4h_cli.study import pipeline
     from smm4h_cli.study.dose_report import write_dose_report
     from smm4h_cli.training.hf import set_threads
 
@@ -99,7 +100,7 @@ def run_dose_study(
     set_threads(options.threads)
     total = 1 + 2 + 1 + len(options.selections) + 1 + len(arms) + 1
     steps = Steps(layout.out, total, options.force, on_event)
-    study = pipeline._Study(options, layout, steps, paths, frames, digests, progress)
+    study = pipeline._Study(options, layout, steps, paths, frames, digests, progress, executor)
     strategy = options.strategies[0]
     pool_path = pipeline._generation_steps(study, *generator)[strategy]
     pool, pool_digest = read_records(pool_path), file_digest(pool_path)

@@ -21,6 +21,7 @@ IMBALANCE_BASELINES = ("class-weight", "oversample")
 #: The dose study's selection rules (see :mod:`smm4h_cli.study.dose`), in the order the grid shows them.
 SELECTIONS = ("none", "dedup", "confidence", "diverse")
 DOSE_UNITS = ("multiple", "posts")
+EXECUTORS = ("sequential", "ray")
 
 
 @dataclass
@@ -61,6 +62,14 @@ class StudyOptions:
         selections: the selection rules of the grid (``none``, ``dedup``, ``confidence``, ``diverse``).
         overgenerate: the pool generated once for the grid holds the largest dose times this
             factor (room for what ``dedup`` and ``confidence`` drop).
+        executor: how the training runs (arm × seed) are run: ``sequential`` (one after another
+            in this process) or ``ray`` (as Ray tasks; see ``study.executors``).
+        address: with ``ray``, the cluster: None starts a local one for the run, ``auto`` joins
+            the one running on this machine, ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT``
+            a remote one.
+        gpus_per_run, cpus_per_run: with ``ray``, what each training run asks of the cluster
+            (fractions of a GPU share one).
+        The last four are not part of any step's fingerprint: changing them redoes nothing.
     """
 
     out: Path = Path("study")
@@ -96,6 +105,10 @@ class StudyOptions:
     dose_unit: str = "multiple"
     selections: tuple[str, ...] = ("none",)
     overgenerate: float = 1.5
+    executor: str = "sequential"
+    address: str | None = None
+    gpus_per_run: float | None = None
+    cpus_per_run: float | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -115,6 +128,15 @@ class StudyOptions:
             raise InputError(f"--n must be at least 1; got {self.n}.")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1; got {self.threads}.")
+        if self.executor not in EXECUTORS:
+            raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}; got '{self.executor}'.")
+        ray_only = [flag for flag, value in (("--address", self.address), ("--gpus-per-run", self.gpus_per_run), ("--cpus-per-run", self.cpus_per_run)) if value is not None]
+        if ray_only and self.executor != "ray":
+            raise InputError(f"{ray_only[0]} is an option of the Ray executor; add --executor ray, or leave it out.")
+        if self.gpus_per_run is not None and self.gpus_per_run < 0:
+            raise InputError(f"--gpus-per-run must be 0 or more; got {self.gpus_per_run}.")
+        if self.cpus_per_run is not None and self.cpus_per_run <= 0:
+            raise InputError(f"--cpus-per-run must be more than 0; got {self.cpus_per_run}.")
 
     def _check_doses(self) -> None:
         if self.definitions is not None:

@@ -43,6 +43,18 @@ class StepEvent:
 EventFn = Callable[[StepEvent], None]
 
 
+@dataclass(frozen=True)
+class Started:
+    """A step that :meth:`Steps.start` recorded as running."""
+
+    name: str
+    index: int
+    fingerprint: str
+    resume: bool
+    extra: dict
+    since: float
+
+
 def file_digest(path: Path) -> str:
     """The SHA-256 of a file's content."""
     h = hashlib.sha256()
@@ -96,25 +108,34 @@ class Steps:
         (fingerprints of parts of the key) are recorded with the step, so that the next run can
         tell which part changed (:meth:`parts`).
         """
+        step = self.start(name, key, outputs, parts)
+        if step is not None:
+            self.finish(step, fn(step.resume) is not False)
+
+    def start(self, name: str, key: Any, outputs: list[Path], parts: dict[str, str] | None = None) -> "Started | None":
+        """The first half of :meth:`run`, for steps that run side by side: None when the step is
+        up to date (skipped), else the step recorded as running; :meth:`finish` ends it."""
         self.index += 1
         fp = fingerprint(key)
         old = self.state.get(name, {})
         if self.is_done(name, key, outputs):
             self.skipped.append(name)
             self.tell(StepEvent(self.index, self.total, name, "skipped", detail="up to date"))
-            return
+            return None
         resume = old.get("fingerprint") == fp and not old.get("done")
         extra = {"parts": parts} if parts else {}
         self.state[name] = {"fingerprint": fp, "done": False, **extra}
         self._save()
         self.tell(StepEvent(self.index, self.total, name, "running", detail="resuming" if resume else ""))
-        started = time.monotonic()
-        complete = fn(resume) is not False
-        seconds = round(time.monotonic() - started, 1)
-        self.state[name] = {"fingerprint": fp, "done": complete, "seconds": seconds, **extra}
+        return Started(name, self.index, fp, resume, extra, time.monotonic())
+
+    def finish(self, step: "Started", complete: bool = True) -> None:
+        """The second half of :meth:`run`: the step is recorded as done (or, not ``complete``, to be resumed)."""
+        seconds = round(time.monotonic() - step.since, 1)
+        self.state[step.name] = {"fingerprint": step.fingerprint, "done": complete, "seconds": seconds, **step.extra}
         self._save()
-        self.ran.append(name)
-        self.tell(StepEvent(self.index, self.total, name, "done", seconds=seconds, detail="" if complete else "incomplete: run again to retry"))
+        self.ran.append(step.name)
+        self.tell(StepEvent(step.index, self.total, step.name, "done", seconds=seconds, detail="" if complete else "incomplete: run again to retry"))
 
     def _save(self) -> None:
         write_json(self.path, self.state)

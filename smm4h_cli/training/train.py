@@ -315,25 +315,45 @@ def train_seeds(
         raise InputError(f"--seeds takes distinct seeds such as 1,2,3; got {seeds}.")
     source = preflight(options, train, validation, synthetic, source)
     run_dir.prepare_out(options.out, seeds, resume=options.resume, force=options.force, config=options.config())
-    runs: list[SeedResult] = []
-    for seed in seeds:
-        folder = run_dir.seed_dir(options.out, seed)
-        if options.resume and run_dir.seed_finished(folder):
-            metrics = run_dir.read_metrics(folder)
-            if test_frame is not None and not (folder / run_dir.TEST_PREDICTIONS).exists():
-                from smm4h_cli.models import resolve_device
+    runs = [train_seed(options, seed, train, validation, synthetic, progress, test_frame, source.ref) for seed in seeds]
+    return write_summary(options, runs)
 
-                metrics["test"] = _predict_test(folder, test_frame, options, resolve_device(options.device))
-                run_dir.finish_seed(folder, metrics)
-            run = SeedResult.of(metrics, kept=True)
-            steps = metrics["epochs"][-1].get("step") if metrics.get("epochs") else None
-            report(progress, f"seed {seed}", steps or 0, steps, "already finished, kept", milestone=True)
-        else:
-            run = train_one(options, seed, train, validation, synthetic, folder, progress, test_frame, source.ref)
-            steps = run.metrics["epochs"][-1].get("step")
-            report(progress, f"seed {seed}", steps or 0, steps, f"best epoch {run.best_epoch}, validation F1 {run.best['f1']:.3f}", milestone=True)
-        runs.append(run)
 
+def train_seed(
+    options: TrainOptions,
+    seed: int,
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    synthetic: pl.DataFrame | None,
+    progress: ProgressFn | None = None,
+    test_frame: pl.DataFrame | None = None,
+    model_ref: str | None = None,
+) -> SeedResult:
+    """One seed of :func:`train_seeds` in a run folder that ``run_dir.prepare_out`` made ready:
+    kept when ``options.resume`` finds it finished (predicting ``test_frame`` again where its
+    predictions were taken away), else trained (from its last checkpoint with ``options.resume``).
+    The study's executors run it seed by seed, in one process or as parallel tasks."""
+    folder = run_dir.seed_dir(options.out, seed)
+    if options.resume and run_dir.seed_finished(folder):
+        metrics = run_dir.read_metrics(folder)
+        if test_frame is not None and not (folder / run_dir.TEST_PREDICTIONS).exists():
+            from smm4h_cli.models import resolve_device
+
+            metrics["test"] = _predict_test(folder, test_frame, options, resolve_device(options.device))
+            run_dir.finish_seed(folder, metrics)
+        run = SeedResult.of(metrics, kept=True)
+        steps = metrics["epochs"][-1].get("step") if metrics.get("epochs") else None
+        report(progress, f"seed {seed}", steps or 0, steps, "already finished, kept", milestone=True)
+    else:
+        run = train_one(options, seed, train, validation, synthetic, folder, progress, test_frame, model_ref)
+        steps = run.metrics["epochs"][-1].get("step")
+        report(progress, f"seed {seed}", steps or 0, steps, f"best epoch {run.best_epoch}, validation F1 {run.best['f1']:.3f}", milestone=True)
+    return run
+
+
+def write_summary(options: TrainOptions, runs: list[SeedResult]) -> TrainResult:
+    """The run's result over its seeds (in the order given), written to ``summary.json`` once
+    every seed is finished."""
     result = TrainResult(options.out, options.model_name, options.balance, runs, {k: v for k, v in options.config().items() if k != "seed"})
     if _main_process():
         write_json(options.out / SUMMARY, result.to_dict())

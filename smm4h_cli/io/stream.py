@@ -46,7 +46,7 @@ from smm4h_cli.io.parse import (
     unreadable,
 )
 from smm4h_cli.io.records import Columns, _pick, _to_records
-from smm4h_cli.io.write import atomic_write, check_writable
+from smm4h_cli.io.write import atomic_write, check_writable, to_stdout
 
 #: Posts read, predicted and written at a time: about 10 MB of tweets, and a file of up to this
 #: many posts is one chunk, exactly the whole-file path.
@@ -343,18 +343,10 @@ def _new_columns(path, fmt: str, before: list[str], now: list[str], written: int
 
 
 def _to_stdout(chunks: Iterable[pl.DataFrame]) -> int:
-    buffer = getattr(sys.stdout, "buffer", None)
     written = 0
     for frame in chunks:
-        data = frame.write_ndjson()
-        if buffer is None:
-            sys.stdout.write(data)
-        else:  # UTF-8 whatever the locale, and no newline translation
-            sys.stdout.flush()
-            buffer.write(data.encode("utf-8"))
-            buffer.flush()
+        to_stdout(frame)
         written += frame.height
-    sys.stdout.flush()
     return written
 
 

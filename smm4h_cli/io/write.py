@@ -115,18 +115,23 @@ def check_outputs(
                 )
 
 
+def to_stdout(frame: pl.DataFrame) -> None:
+    """``frame`` as JSON lines on stdout: UTF-8 whatever the locale, and no newline translation."""
+    data = frame.write_ndjson()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data)
+    else:
+        sys.stdout.flush()
+        buffer.write(data.encode("utf-8"))
+        buffer.flush()
+    sys.stdout.flush()
+
+
 def write_records(frame: pl.DataFrame, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write ``frame`` by the extension of ``path`` (``-``: JSON lines on stdout), atomically."""
     if str(path) == STDIO:
-        data = frame.write_ndjson()
-        buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is None:
-            sys.stdout.write(data)
-        else:  # UTF-8 whatever the locale, and no newline translation
-            sys.stdout.flush()
-            buffer.write(data.encode("utf-8"))
-            buffer.flush()
-        sys.stdout.flush()
+        to_stdout(frame)
         return
     check_writable(path, force)
     fmt = format_of(path)

@@ -161,3 +161,9 @@ def test_embedded_json_output_gives_exactly_per_call_posts(train5):
                               backend=_embedded())
     assert summary.output_format == "json"
     assert summary.posts_parsed == 3 and "missing_items" not in summary.parse_issues
+
+
+def test_a_raw_line_break_inside_a_json_string_is_part_of_the_post():
+    # llama.cpp's JSON grammar lets control characters through inside strings
+    parsed = parse_answer('{"posts": ["one\nline two", "three"]}', 2, "stop", "json")
+    assert parsed.posts == ["one\nline two", "three"] and not parsed.issues

@@ -140,7 +140,7 @@ def _salvage(content: str) -> list | None:
     start = re.match(r'\s*\{\s*"posts"\s*:\s*\[', content)
     if not start:
         return None
-    decoder, items, at = json.JSONDecoder(), [], start.end()
+    decoder, items, at = json.JSONDecoder(strict=False), [], start.end()
     while True:
         while at < len(content) and content[at] in " \t\r\n,":
             at += 1
@@ -162,7 +162,9 @@ def parse_json_posts(content: str | None, expected: int, finish_reason: str | No
         out.issues["empty"] += 1
         return out
     try:
-        data = json.loads(content)
+        # strict=False: a raw line break inside a string, which llama.cpp's JSON grammar lets
+        # through, is text of the post, not a broken answer
+        data = json.loads(content, strict=False)
     except json.JSONDecodeError:
         salvaged = _salvage(content) if finish_reason == "length" else None
         if salvaged is None:

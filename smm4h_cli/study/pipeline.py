@@ -59,7 +59,10 @@ class _Study:
         if self.progress is None:
             return None
         progress = self.progress
-        return lambda e: progress(replace(e, stage=step, detail=" · ".join(part for part in (e.stage, e.detail) if part)))
+        # the library's stage leads the detail unless the step's name already says it ("generate paper")
+        return lambda e: progress(replace(e, stage=step, detail=" · ".join(
+            part for part in (None if e.stage in step else e.stage, e.detail) if part
+        )))
 
 
 def _check_options(options: StudyOptions, layout: StudyLayout, frames: dict[str, pl.DataFrame]) -> tuple[str, str | None]:

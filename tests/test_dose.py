@@ -84,6 +84,23 @@ def _row(arm, delta, low, high, p, significant, vendi=5.0):
     }
 
 
+def test_a_rule_that_keeps_no_post_stops_with_the_reason_and_writes_no_order(data, tmp_path):
+    # every pooled post copies a training post: dedup keeps none, so its arms would add nothing
+    import polars as pl
+
+    from smm4h_cli.errors import RunError
+    from smm4h_cli.io import read_records
+    from smm4h_cli.study.dose import _select
+    from smm4h_cli.study.layout import StudyLayout
+
+    train = read_records(data["train"], require_label=True)
+    pool = train.filter(pl.col("label") == 1).with_columns(pl.lit("synthetic").alias("source"), ("syn-" + pl.col("id")).alias("id"))
+    target = tmp_path / "dedup.jsonl"
+    with pytest.raises(RunError, match=r"the dedup rule kept none of the 8 pooled posts \(train_exact 8\)\. Leave dedup out of --selections"):
+        _select(_options(data, tmp_path / "study"), "dedup", pool, train, target, tmp_path / "no-run", StudyLayout(tmp_path / "study"), None)
+    assert not target.exists()
+
+
 def test_the_conclusion_says_plainly_when_nothing_helps():
     base = {"arm": "baseline (dose 0)", "f1": 0.7}
     text = dose_conclusion([base, _row("none @ 1x", 0.01, -0.05, 0.07, 0.8, False), _row("dedup @ 1x", -0.02, -0.09, 0.04, 0.9, False)], "multiple")

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from smm4h_cli.errors import RunError
 from smm4h_cli.io import read_records, write_json, write_records
 from smm4h_cli.progress import ProgressFn
 from smm4h_cli.study.layout import StudyLayout
@@ -160,6 +161,15 @@ def _select(
         )
         result = select(pool, train, chosen, run_dir=scorer if rule == "confidence" else None, progress=progress)
         kept, meta = result.kept, result.to_dict()
+        if kept.height == 0:  # every arm of the rule would add nothing: say why instead of training copies of the baseline
+            reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(meta.get("dropped", {}).get(rule, {}).items()) if count)
+            why = (" (the baseline's model, trained on the real data alone, scored every pooled post below --min-prob 0.5:"
+                   " with so weak a baseline the rule cannot tell positives apart)") if rule == "confidence" else ""
+            raise RunError(
+                f"the {rule} rule kept none of the {pool.height:,} pooled posts{f' ({reasons})' if reasons else ''}{why}. "
+                f"Leave {rule} out of --selections, or give the study more training data or epochs, then run it again: "
+                "the finished steps are kept."
+            )
     if rule == "diverse":
         import json
 

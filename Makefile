@@ -33,7 +33,7 @@ test: $(STAMP) browser
 # llama.cpp's server, or run whole commands as processes); seconds, for the edit-test loop.
 # `make test` runs both lanes.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2
 
 # The main job: the whole study on the Task 5 sample data with the embedded models (offline, CPU).
 # A second run finds every step up to date and only rewrites the report.

@@ -14,7 +14,6 @@ for expired / cancelled batches, how many requests were answered before the end.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
@@ -22,10 +21,10 @@ from collections import Counter
 
 from aiohttp import web
 
-from scripted import numbered
+from scripted import LoopbackServer, numbered
 
 
-class ScriptedBatch:
+class ScriptedBatch(LoopbackServer):
     def __init__(self, outcomes: list[dict] | None = None, in_progress_polls: int = 2, hold: bool = False,
                  batches_api: bool = True, models=("scripted",), flaky_polls: int = 0):
         self.outcomes = outcomes or []
@@ -171,8 +170,7 @@ class ScriptedBatch:
         return web.json_response({"object": "list", "data": data, "has_more": False,
                                   "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
 
-    def __enter__(self):
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/models", self._models)
         if self.batches_api:
             app.router.add_post("/v1/files", self._upload)
@@ -180,17 +178,3 @@ class ScriptedBatch:
             app.router.add_post("/v1/batches", self._create)
             app.router.add_get("/v1/batches", self._list)
             app.router.add_get("/v1/batches/{bid}", self._retrieve)
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)

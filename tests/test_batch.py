@@ -13,7 +13,6 @@ import sys
 import time
 
 import openai
-import polars as pl
 import pytest
 
 from smm4h_cli.errors import InputError, RunError
@@ -25,18 +24,7 @@ from smm4h_cli.progress import ProgressEvent
 from conftest import ROOT
 from scripted_batch import ScriptedBatch
 from scripted import Scripted
-from test_generate import TRAIN5, options
-
-
-@pytest.fixture
-def train5() -> pl.DataFrame:
-    return read_records(TRAIN5, require_label=True)
-
-
-@pytest.fixture(autouse=True)
-def _no_openai_env(monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+from test_generate import TRAIN5, _no_openai_env, options, train5  # noqa: F401 (fixtures: the posts, no key in the environment)
 
 
 def batch_options(server, tmp_path, **kw):

@@ -13,8 +13,7 @@ from smm4h_cli.study import StudyOptions, run_study
 from smm4h_cli.study.dose import plan
 from smm4h_cli.study.dose_report import dose_conclusion
 
-from conftest import write_jsonl
-from test_study import NEG, POS, _rows
+from test_study import study_files
 
 slow = pytest.mark.slow
 
@@ -29,12 +28,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
         "  otherwise ' label 0'.\n",
         encoding="utf-8",
     )
-    return {
-        "train": write_jsonl(d / "train.jsonl", _rows(POS[:8], 1, "p") + _rows(NEG[:16], 0, "n")),
-        "validation": write_jsonl(d / "validation.jsonl", _rows(POS[8:10], 1, "vp") + _rows(NEG[16:20], 0, "vn")),
-        "test": write_jsonl(d / "test.jsonl", _rows(POS[10:], 1, "tp") + _rows(NEG[20:], 0, "tn")),
-        "definitions": definitions,
-    }
+    return {**study_files(d), "definitions": definitions}
 
 
 def _options(data, out: Path, **changes) -> StudyOptions:

@@ -17,8 +17,8 @@ import pytest
 from smm4h_cli.errors import RunError
 from smm4h_cli.study import StudyOptions, run_study
 
-from conftest import ROOT, write_jsonl
-from test_study import NEG, POS, _rows
+from conftest import ROOT
+from test_study import study_files
 
 slow = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'smm4h[ray]')")
@@ -30,12 +30,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("data")
-    return {
-        "train": write_jsonl(d / "train.jsonl", _rows(POS[:8], 1, "p") + _rows(NEG[:16], 0, "n")),
-        "validation": write_jsonl(d / "validation.jsonl", _rows(POS[8:10], 1, "vp") + _rows(NEG[16:20], 0, "vn")),
-        "test": write_jsonl(d / "test.jsonl", _rows(POS[10:], 1, "tp") + _rows(NEG[20:], 0, "tn")),
-    }
+    return study_files(tmp_path_factory.mktemp("data"))
 
 
 def _given(data, out: Path, **changes) -> dict:

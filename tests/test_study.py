@@ -68,14 +68,18 @@ def _rows(texts, label, prefix):
     return [{"id": f"{prefix}{i}", "text": t, "label": label} for i, t in enumerate(texts)]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("data")
+def study_files(d: Path) -> dict[str, Path]:
+    """The tiny study's train, validation and test files in folder ``d`` (shared with test_ray and test_dose)."""
     return {
         "train": write_jsonl(d / "train.jsonl", _rows(POS[:8], 1, "p") + _rows(NEG[:16], 0, "n")),
         "validation": write_jsonl(d / "validation.jsonl", _rows(POS[8:10], 1, "vp") + _rows(NEG[16:20], 0, "vn")),
         "test": write_jsonl(d / "test.jsonl", _rows(POS[10:], 1, "tp") + _rows(NEG[20:], 0, "tn")),
     }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    return study_files(tmp_path_factory.mktemp("data"))
 
 
 def _options(data, out: Path, **changes) -> StudyOptions:
@@ -428,7 +432,6 @@ def _crafted_report(tmp_path: Path, posts: list[str], model: str = "m"):
     from smm4h_cli.study.report import write_report
     from smm4h_cli.training.compare import compare
 
-    secret = tmp_path / "secret.txt"
     out = tmp_path / "study"
     (out / "tables").mkdir(parents=True)
     (out / "figure2").mkdir()

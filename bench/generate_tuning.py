@@ -9,6 +9,11 @@ ratio of posts kept that are neither repeats nor copies against the pre-issue-14
 (numbered list, temperature 0, repeat penalty 1.2), measured in the same run.
 
     python bench/generate_tuning.py [--n 200] [--settings list:0:1.2,json:0.7:1.2,...]
+    python bench/generate_tuning.py --fill 200 [--settings json:0.7:1.2]   # --fill --dedup drop
+
+With ``--fill N`` each setting runs as ``smm4h generate --n N --fill --dedup drop`` (default
+--max-calls) instead: posts kept (which should be N exactly), the calls it needed against the
+ceil(N / 10) of a plain run, and the ratio calls needed / plain calls.
 """
 
 from __future__ import annotations
@@ -49,16 +54,44 @@ def measure(setting: str, n: int, train, backend, seed: int) -> dict:
     }
 
 
+def measure_fill(setting: str, n: int, train, backend, seed: int) -> dict:
+    fmt, temperature, penalty = setting.split(":")
+    options = GenerateOptions(
+        task=builtin_task(5), n=n, output_format=fmt, temperature=float(temperature), repeat_penalty=float(penalty),
+        seed=seed, concurrency=1, fill=True, dedup="drop",
+    )
+    started = time.monotonic()
+    frame, s = generate(options, train, backend=backend)
+    return {"setting": setting, "kept": frame.height, "calls": s.calls, "plain_calls": options.calls,
+            "max_calls": options.call_limit, "surplus": s.posts_surplus,
+            "dropped": s.repeats + s.copies, "issues": sum(s.parse_issues.values()), "seconds": time.monotonic() - started}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", default=SETTINGS, help="comma-separated format:temperature:repeat_penalty")
+    parser.add_argument("--fill", type=int, metavar="N", help="measure --fill --dedup drop runs of N posts kept instead")
     args = parser.parse_args()
     settings = args.settings.split(",")
+    train = read_records(sample_path(5, "train"), require_label=True)
+    if args.fill:
+        with embedded_server() as url:
+            backend = replace(_embedded(), base_url=url)
+            for setting in settings:
+                r = measure_fill(setting, args.fill, train, backend, args.seed)
+                print(
+                    f"generate --fill {r['setting']} (format:temperature:repeat_penalty), n={args.fill}, --dedup drop: kept {r['kept']} "
+                    f"({'exactly n' if r['kept'] == args.fill else 'SHORT of n'}) in {r['calls']} calls (a plain run: {r['plain_calls']}; "
+                    f"--max-calls {r['max_calls']}): ratio calls needed / plain calls {r['calls'] / r['plain_calls']:.2f}; "
+                    f"dropped as repeats or copies {r['dropped']}, parse issues {r['issues']}, surplus left out {r['surplus']}, "
+                    f"{r['seconds']:.0f} s",
+                    flush=True,
+                )
+        return
     if BASELINE not in settings:
         settings.insert(0, BASELINE)
-    train = read_records(sample_path(5, "train"), require_label=True)
     base = None
     with embedded_server() as url:
         backend = replace(_embedded(), base_url=url)

@@ -23,7 +23,7 @@ from smm4h_cli.generation import attributes as attrs
 from smm4h_cli.generation.backends import resolve_backend
 from smm4h_cli.generation.dedup import find_duplicates
 from smm4h_cli.generation.generate import STRATEGIES, GenerateOptions, generate
-from smm4h_cli.generation.parsing import parse_numbered_list
+from smm4h_cli.generation.parsing import parse_json_posts, parse_numbered_list
 from smm4h_cli.generation.prompts import builtin_task, few_shot_prompt, load_definitions
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
@@ -105,9 +105,9 @@ def test_parse_extra_truncated_bullets_refusal_empty():
     assert len(extra.posts) == 10 and extra.issues == Counter(extra_items=2)
     cut = parse_numbered_list(numbered(1, 4) + "\n5. My son", 10, "length")
     assert len(cut.posts) == 4 and cut.issues == Counter(missing_items=5, truncated=1)
-    bullets = parse_numbered_list("- one post\n- another post", 2)
-    assert bullets.posts == ["one post", "another post"] and bullets.issues == Counter(numbering=1)
-    gaps = parse_numbered_list("1. a post\n3. another post", 2)
+    bullets = parse_numbered_list("- my son has asthma\n- her inhaler ran out", 2)
+    assert bullets.posts == ["my son has asthma", "her inhaler ran out"] and bullets.issues == Counter(numbering=1)
+    gaps = parse_numbered_list("1. my son has asthma\n3. her inhaler ran out", 2)
     assert gaps.issues == Counter(numbering=1)
     assert parse_numbered_list("I'm sorry, but I can't help with that.", 10).issues == Counter(refusal=1)
     assert parse_numbered_list("Tweets are short messages.", 10).issues == Counter(no_list=1)
@@ -118,6 +118,19 @@ def test_parse_extra_truncated_bullets_refusal_empty():
 def test_a_post_starting_with_a_number_is_not_an_item():
     parsed = parse_numbered_list("1. 23 years old and still carded\n2. 2 kids, 1 inhaler, 0 sleep", 2)
     assert parsed.posts == ["23 years old and still carded", "2 kids, 1 inhaler, 0 sleep"] and not parsed.issues
+
+
+@pytest.mark.parametrize("fmt", ["list", "json"])
+def test_fragments_of_json_or_a_list_are_counted_not_kept(fmt):
+    # what SmolLM2 writes inside the JSON grammar's strings (seen in the tuning runs), and a real short tweet
+    items = ["},\n    body:", "[4]", "Istanbul, Turkey", "This is 1", "{{{}}}, {{{{2}}}", "[{}], {title: my son [2] [3]}",
+             "My son has asthma", "2 kids, 1 inhaler, 0 sleep"]
+    if fmt == "json":
+        parsed = parse_json_posts(json.dumps({"posts": items}), len(items), "stop")
+    else:
+        parsed = parse_numbered_list("\n".join(f"{i}. {t}" for i, t in enumerate(items, 1)), len(items), "stop")
+    assert parsed.posts == ["My son has asthma", "2 kids, 1 inhaler, 0 sleep"]
+    assert parsed.issues == Counter(fragment_items=6)
 
 
 # ------------------------------------------------------------------------------ attributes, dedup

@@ -21,16 +21,17 @@ TASK6_PROMPT = few_shot_prompt(builtin_task(6), ["I turned 30 today"], ["Hi AskD
 
 
 def test_json_answers_are_counted_as_honestly_as_lists():
-    assert parse_answer('{"posts": ["a", "b", "c"]}', 3, "stop", "json").posts == ["a", "b", "c"]
-    short = parse_answer('{"posts": ["a"]}', 3, "stop", "json")
-    assert short.posts == ["a"] and short.issues == {"missing_items": 2}
+    a, b, c, x, y = "my son has asthma", "her inhaler ran out", "the baby cried all night", "so tired today again", "we saw the doctor"
+    assert parse_answer(json.dumps({"posts": [a, b, c]}), 3, "stop", "json").posts == [a, b, c]
+    short = parse_answer(json.dumps({"posts": [a]}), 3, "stop", "json")
+    assert short.posts == [a] and short.issues == {"missing_items": 2}
     assert parse_answer("", 3, "stop", "json").issues == {"empty": 1}
-    assert parse_answer("1. a\n2. b", 3, "stop", "json").issues == {"invalid_json": 1}
-    assert parse_answer('{"tweets": ["a"]}', 3, "stop", "json").issues == {"invalid_json": 1}
-    cut = parse_answer('{"posts": ["a", "b", "c', 3, "length", "json")
-    assert cut.posts == ["a", "b"] and cut.issues == {"truncated": 1, "missing_items": 1}
-    odd = parse_answer('{"posts": ["a", 7, "", "output3", "x", "y"]}', 3, "stop", "json")
-    assert odd.posts == ["a"] and odd.issues == {"extra_items": 3, "invalid_items": 1, "empty_items": 1}
+    assert parse_answer(f"1. {a}\n2. {b}", 3, "stop", "json").issues == {"invalid_json": 1}
+    assert parse_answer(json.dumps({"tweets": [a]}), 3, "stop", "json").issues == {"invalid_json": 1}
+    cut = parse_answer(json.dumps({"posts": [a, b, c]})[:-6], 3, "length", "json")
+    assert cut.posts == [a, b] and cut.issues == {"truncated": 1, "missing_items": 1}
+    odd = parse_answer(json.dumps({"posts": [a, 7, "", "output3", x, y]}), 3, "stop", "json")
+    assert odd.posts == [a] and odd.issues == {"extra_items": 3, "invalid_items": 1, "empty_items": 1}
 
 
 def test_echoed_prompt_lines_are_cut_from_a_post_and_counted():
@@ -47,8 +48,8 @@ def test_echoed_prompt_lines_are_cut_from_a_post_and_counted():
     tail = parse_answer("1. My 18th birthday!\nHi AskDocs. For about 3 weeks I have had a dry cough", 1, "stop", "list", TASK6_PROMPT)
     assert tail.posts == ["My 18th birthday!"] and tail.issues == {"prompt_echo": 1}
     # the same rule for JSON items
-    js = parse_answer(json.dumps({"posts": ["I am 25.\nWrite 3 new fictional tweets of label 1."]}), 1, "stop", "json", TASK6_PROMPT)
-    assert js.posts == ["I am 25."] and js.issues == {"prompt_echo": 1}
+    js = parse_answer(json.dumps({"posts": ["I am 25 today.\nWrite 3 new fictional tweets of label 1."]}), 1, "stop", "json", TASK6_PROMPT)
+    assert js.posts == ["I am 25 today."] and js.issues == {"prompt_echo": 1}
 
 
 def test_echoes_never_reach_the_posts_of_a_run_and_example_copies_are_flagged(train5):
@@ -135,7 +136,7 @@ def test_fill_keeps_calling_until_n_posts_are_kept_and_a_resume_makes_no_call(tr
 
 def test_fill_stops_at_max_calls_and_says_how_far_it_got(tmp_path):
     out = tmp_path / "s.jsonl"
-    with Scripted({i: [("content", "1. one")] for i in range(10)}) as server:
+    with Scripted({i: [("content", "1. my son has asthma")] for i in range(10)}) as server:
         result = CliRunner().invoke(app, ["generate", "--n", "20", "--base-url", server.url, "--output-format", "list",
                                           "--fill", "--max-calls", "3", "--dedup", "off", "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -160,10 +161,13 @@ def test_embedded_json_output_gives_exactly_per_call_posts(train5):
     frame, summary = generate(options(n=3, per_call=3, examples=2, max_tokens=300, timeout=600, concurrency=1, output_format="json"), train5,
                               backend=_embedded())
     assert summary.output_format == "json"
-    assert summary.posts_parsed == 3 and "missing_items" not in summary.parse_issues
+    # the grammar gives exactly 3 items, each of POST_PATTERN's shape; a fragment among them is counted, not kept
+    items = summary.posts_parsed + sum(summary.parse_issues.get(k, 0) for k in ("fragment_items", "echo_items", "empty_items"))
+    assert items == 3 and "missing_items" not in summary.parse_issues and "invalid_json" not in summary.parse_issues
+    assert all(10 <= len(t) <= 280 and not set(t) & set('{}[]<>"') for t in frame["text"].to_list())
 
 
 def test_a_raw_line_break_inside_a_json_string_is_part_of_the_post():
     # llama.cpp's JSON grammar lets control characters through inside strings
-    parsed = parse_answer('{"posts": ["one\nline two", "three"]}', 2, "stop", "json")
-    assert parsed.posts == ["one\nline two", "three"] and not parsed.issues
+    parsed = parse_answer('{"posts": ["my son\nhas asthma", "her inhaler ran out"]}', 2, "stop", "json")
+    assert parsed.posts == ["my son\nhas asthma", "her inhaler ran out"] and not parsed.issues

@@ -11,10 +11,12 @@ from rich.markup import escape
 from smm4h_cli.cli._common import ClassifierModel, choices, Device, IdCol, LabelCol, Quiet, Seed, TextCol, Threads, columns, err, flag, parse_list
 from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
+from smm4h_cli.generation.structured import OUTPUT_FORMATS
 from smm4h_cli.study import StepEvent, StudyOptions, run_study
 from smm4h_cli.study.options import EXECUTORS
 
 Executor = choices("Executor", EXECUTORS)
+OutputFormatChoice = choices("OutputFormat", OUTPUT_FORMATS)
 
 
 def study_cli(
@@ -27,7 +29,9 @@ def study_cli(
     strategies: Annotated[str, typer.Option("--strategies", help="Generation strategies, comma-separated: paper, attributes.")] = "paper",
     generator: Annotated[str | None, typer.Option("--generator", help="Generation model \\[default: the embedded SmolLM2, or gpt-4-0125-preview with OPENAI_API_KEY].", show_default=False)] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible server for generation (vLLM, Ollama, llama.cpp).", show_default=False)] = None,
-    temperature: Annotated[float, typer.Option("--temperature", help="Generation temperature (the paper: 0).")] = 0.0,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Generation temperature \\[default: the paper's 0; the embedded SmolLM2's tuned value, see docs/generate.md].", show_default=False)] = None,
+    output_format: Annotated[OutputFormatChoice, typer.Option("--output-format", help="Generation answers: json (a JSON schema of exactly 10 posts), list (the paper's numbered list) or auto (json where the backend supports it); as generate.")] = OutputFormatChoice.auto,
+    fill: Annotated[bool, flag("--fill", help="--n counts synthetic posts kept: generation calls go on until n are kept (at most 3 x n / 10 calls); as generate --fill.")] = False,
     examples: Annotated[int, typer.Option("--examples", help="Few-shot examples of each label per call (the paper: 5).")] = 5,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Generation requests in flight.")] = 4,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per generation call \\[default: the server's; 512 for SmolLM2].", show_default=False)] = None,
@@ -78,6 +82,7 @@ def study_cli(
         columns=columns(text_col, label_col, id_col),
         strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
         generator=generator, base_url=base_url, temperature=temperature, examples=examples,
+        output_format=output_format.value, fill=fill,
         concurrency=concurrency, max_tokens=max_tokens, classifier=model, max_length=max_length,
         seeds=tuple(parse_list(seeds, "--seeds", int, "integers")), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
         definitions=definitions, doses=dose_list, dose_unit=dose_unit, overgenerate=overgenerate,

@@ -18,6 +18,10 @@ per post (counted once per item)
     ``extra_items``        the list has more items than asked for: those past the count are dropped;
     ``empty_items``        an item with no text;
     ``placeholder_items``  an item that only echoes the prompt's "outputN" placeholder;
+    ``fragment_items``     an item that is not a post: fewer than 3 words with letters in them, or
+                           a fifth or more of its characters JSON or markup (``{}[]<>``) — the
+                           pieces of JSON a small model writes inside the grammar's strings
+                           (``"},\n body:"``, ``"[4]"``, ``"Istanbul, Turkey"``);
     ``invalid_items``      (JSON output) an item that is not a string;
     ``prompt_echo``        an item that goes on with text of the prompt (an "Example of label 0:"
                            header, an example, the instructions): that text is cut, the post kept;
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field
 from smm4h_cli.generation.dedup import normalise
 
 CALL_ISSUES = ("empty", "refusal", "no_list", "prose", "numbering", "truncated", "invalid_json")
-ITEM_ISSUES = ("missing_items", "extra_items", "empty_items", "placeholder_items", "invalid_items", "prompt_echo", "echo_items")
+ITEM_ISSUES = ("missing_items", "extra_items", "empty_items", "placeholder_items", "fragment_items", "invalid_items", "prompt_echo", "echo_items")
 
 # "1. text" is the paper's style; the looser pattern takes "1) text", "**1.** text", "1: text",
 # "Tweet 1: text", "#1. text". At most three digits, and a separator is required, so a post
@@ -56,6 +60,9 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _QUOTES = "\"'“”‘’`"
+#: A post has at least this many words with a letter in them, and under a fifth of markup characters.
+MIN_WORDS, _MARKUP, _MARKUP_SHARE = 3, frozenset("{}[]<>"), 0.2
+_WORD = re.compile(r"[^\W\d_]")
 _ECHO_HEADER = re.compile(r"(?:\bexamples?\s+of\s+)?\blabel\s*['\"]?\s*[01]\s*['\"]?\s*:", re.IGNORECASE)
 #: A line after a post's first is prompt text when this many of its first normalised characters are.
 _ECHO_PREFIX, _ECHO_MIN = 40, 20
@@ -96,6 +103,12 @@ def cut_echo(text: str, prompt_norm: str) -> tuple[str, bool]:
     return kept, kept != original.rstrip()
 
 
+def fragment(text: str) -> bool:
+    """Whether ``text`` is a fragment, not a post (``fragment_items`` in the module docstring)."""
+    words = sum(1 for w in text.split() if _WORD.search(w))
+    return words < MIN_WORDS or sum(c in _MARKUP for c in text) >= _MARKUP_SHARE * len(text)
+
+
 def _finish(out: Parsed, texts: list, prompt: str | None) -> Parsed:
     """The per-item checks every format shares: types, quotes, emptiness, placeholders, prompt echo."""
     prompt_norm = normalise(prompt) if prompt else ""
@@ -111,6 +124,8 @@ def _finish(out: Parsed, texts: list, prompt: str | None) -> Parsed:
             out.issues["empty_items"] += 1
         elif _PLACEHOLDER.match(text):
             out.issues["placeholder_items"] += 1
+        elif fragment(text):
+            out.issues["fragment_items"] += 1
         else:
             if cut:
                 out.issues["prompt_echo"] += 1

@@ -38,7 +38,9 @@ class StudyOptions:
         generator: model name for generation; None: the backend's default (the embedded SmolLM2
             unless ``base_url``/``OPENAI_BASE_URL``/``OPENAI_API_KEY`` say otherwise).
         base_url: an OpenAI-compatible server for generation.
-        temperature, examples, concurrency: generation settings (the paper: 0 and 5+5).
+        temperature: generation temperature; None: the paper's 0, or the embedded SmolLM2's tuned value.
+        examples, concurrency: generation settings (the paper: 5+5).
+        output_format, fill: as ``generate --output-format`` and ``--fill`` (``n`` then counts posts kept).
         max_tokens: completion tokens per generation call; None: the server's default (512 for
             SmolLM2).
         classifier: classifier base; None: the embedded all-MiniLM-L6-v2.
@@ -82,7 +84,9 @@ class StudyOptions:
     strategies: tuple[str, ...] = ("paper",)
     generator: str | None = None
     base_url: str | None = None
-    temperature: float = 0.0
+    temperature: float | None = None
+    output_format: str = "auto"
+    fill: bool = False
     examples: int = 5
     concurrency: int = 4
     max_tokens: int | None = None

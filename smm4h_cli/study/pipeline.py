@@ -85,14 +85,30 @@ def _check_options(options: StudyOptions, layout: StudyLayout, frames: dict[str,
     return kind, model
 
 
+def _temperature(asked: float | None, kind: str) -> float:
+    from smm4h_cli.generation.plan import EMBEDDED_TEMPERATURE
+
+    return asked if asked is not None else EMBEDDED_TEMPERATURE if kind == "embedded" else 0.0
+
+
+def _format(asked: str, kind: str, model_name: str | None) -> str:
+    """The output format as far as it is known before the run (``auto`` on a server to be probed stays ``auto``)."""
+    from smm4h_cli.generation.structured import known_format
+
+    known = known_format(asked, kind, model_name)
+    return known.name if known is not None else asked
+
+
 def _generation_key(study: _Study, strategy: str, kind: str, model_name: str | None) -> dict[str, Any]:
     options = study.options
     return {
         "train": study.digests["train"], "columns": study.digests["columns"], "task": options.task, "n": options.n, "strategy": strategy,
         "model": model_name, "backend": kind, "base_url": options.base_url,
-        "temperature": options.temperature, "examples": options.examples, "seed": options.seed,
+        "temperature": _temperature(options.temperature, kind), "examples": options.examples, "seed": options.seed,
         # only when set, so that studies made before the option keep their fingerprints
         **({"max_tokens": options.max_tokens} if options.max_tokens is not None else {}),
+        **({"output_format": fmt} if (fmt := _format(options.output_format, kind, model_name)) != "list" else {}),
+        **({"fill": True} if options.fill else {}),
         **({"definitions": file_digest(options.definitions)} if options.definitions is not None else {}),
     }
 
@@ -236,7 +252,7 @@ def _generate_options(options: StudyOptions, strategy: str, target: Path):
         task=options.task_definition(), n=options.n, strategy=strategy, model=options.generator,
         base_url=options.base_url, temperature=options.temperature, examples=options.examples,
         seed=options.seed, concurrency=options.concurrency, max_tokens=options.max_tokens,
-        cache_path=StudyLayout.call_cache(target),
+        output_format=options.output_format, fill=options.fill, cache_path=StudyLayout.call_cache(target),
     )
 
 

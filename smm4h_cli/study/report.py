@@ -53,7 +53,7 @@ class ReportSettings(Protocol):
     strategies: tuple[str, ...]
     n: int
     examples: int
-    temperature: float
+    temperature: float | None
     classifier: str | None
     epochs: int
     lr: float
@@ -210,6 +210,10 @@ def write_report(
     versions = _versions()
     table2_arms, table2_pairs = table2_rows(table2, ("**", "**"), ci_label="CI (paired bootstrap)")
     gen_models = sorted({g["model"] for g in generation})
+    # what the runs used (the tuned value for the embedded model when --temperature was not given)
+    metas = [_load(StudyLayout.meta(path)) for path in synthetic.values()]
+    temperatures = sorted({m["temperature"] for m in metas if m.get("temperature") is not None}) or [options.temperature or 0.0]
+    formats = sorted({m.get("output_format", "list") for m in metas})
     md: list[str] = [
         f"# Will LLM-generated positives help? {task_title(options)}",
         "",
@@ -224,7 +228,8 @@ def write_report(
         "",
         markdown_table(_literal_rows(data), digits=3),
         f"- **Generator**: {', '.join(map(literal, gen_models))}; strategies {', '.join(map(literal, options.strategies))}; {options.n:,} posts asked for per strategy "
-        f"in calls of 10; {options.examples}+{options.examples} few-shot examples; temperature {options.temperature:g}.",
+        f"in calls of 10; {options.examples}+{options.examples} few-shot examples; temperature {', '.join(f'{t:g}' for t in temperatures)}; "
+        f"answers as {', '.join(map(literal, formats))}.",
         f"- **Classifier**: {literal(summaries[arms[0]].get('model') or options.classifier or 'all-MiniLM-L6-v2 (embedded)')}; {options.epochs} epochs; "
         f"learning rate {options.lr:g} decaying linearly to 0; batch {options.batch_size}; best epoch by validation F1 of label 1; "
         f"seeds {', '.join(map(str, options.seeds))}.",

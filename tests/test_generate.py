@@ -23,7 +23,7 @@ from smm4h_cli.generation import attributes as attrs
 from smm4h_cli.generation.backends import resolve_backend
 from smm4h_cli.generation.dedup import find_duplicates
 from smm4h_cli.generation.generate import STRATEGIES, GenerateOptions, generate
-from smm4h_cli.generation.parsing import parse_json_posts, parse_numbered_list
+from smm4h_cli.generation.parsing import parse_answer, parse_json_posts, parse_numbered_list
 from smm4h_cli.generation.prompts import builtin_task, few_shot_prompt, load_definitions
 from smm4h_cli.io import read_records
 from smm4h_cli.sample import sample_path
@@ -367,10 +367,11 @@ def test_embedded_end_to_end_and_real_output_parsed_honestly(embedded_run):
     # every post asked for is accounted for: kept, or counted as an issue of its kind
     cache = [json.loads(line) for line in out.with_suffix(".cache.jsonl").read_text().splitlines()]
     assert sorted(r["call"] for r in cache) == [0, 1]
+    assert meta["output_format"] == "json" and meta["temperature"] == 0.7  # the embedded defaults (bench/RESULTS.md)
     for record in cache:
-        parsed = parse_numbered_list(record["content"], 3, record["finish_reason"])
-        whole_answer = {"empty", "refusal", "no_list"} & set(parsed.issues)
-        lost = sum(parsed.issues[k] for k in ("missing_items", "empty_items", "placeholder_items", "truncated"))
+        parsed = parse_answer(record["content"], 3, record["finish_reason"], "json")
+        whole_answer = {"empty", "refusal", "invalid_json"} & set(parsed.issues)
+        lost = sum(parsed.issues[k] for k in ("missing_items", "empty_items", "placeholder_items", "fragment_items", "echo_items"))
         assert whole_answer or len(parsed.posts) + lost == 3
     issues = sum(meta["parse_issues"].values())
     assert frame.height + issues >= 1

@@ -650,3 +650,20 @@ def test_a_study_folder_that_cannot_be_made_is_refused_before_any_work(cli, tmp_
     result = cli("study", "--out", tmp_path / "file" / "study", "--quiet")
     assert result.exit_code == 2 and "cannot be written" in result.stderr and "Traceback" not in result.stderr
     assert _tree(tmp_path) == before
+
+
+def test_the_conclusion_states_a_significant_drop_once_and_plainly():
+    """Failed before: 'a significant difference (significant difference (p = 0.002): F1 lower by 0.151)'."""
+    from smm4h_cli.study.report import conclusion
+
+    table2 = {
+        "confidence": 0.95,
+        "arms": [{"arm": "baseline", "f1": 0.767}, {"arm": "synthetic-paper", "f1": 0.615}],
+        "pairs": [{"a": "baseline", "b": "synthetic-paper", "f1_diff": -0.151, "ci_low": -0.270, "ci_high": -0.036,
+                   "mcnemar_p": 0.002, "significant": True, "verdict": "significant difference (p = 0.002): F1 lower by 0.151"}],
+    }
+    metrics = {"groups": [], "settings": {}}
+    generation = [{"strategy": "paper", "posts kept": 943, "model": "embedded:SmolLM2-135M-Instruct"}]
+    text = conclusion(table2, [], metrics, generation)
+    assert text.count("significant difference") == 1
+    assert "(Δ = -0.151, 95% CI [-0.270, -0.036], McNemar p = 0.002): significant difference (p = 0.002): F1 lower by 0.151. Synthetic data hurt here" in text

@@ -204,6 +204,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+#: Tokens the embedded server's repeat penalty looks back over (llama-cpp-python's default: 64).
+EMBEDDED_PENALTY_WINDOW = 512
+
+
 @contextlib.contextmanager
 def embedded_server(
     model_path: str | Path | None = None,
@@ -223,6 +227,10 @@ def embedded_server(
         # the server's default (True) has llama.cpp compute and copy the logits of every prompt token,
         # which only logprobs need; the toolkit never asks for them (llama-cpp-python's own default is False)
         "--logits_all", "false",
+        # the repeat penalty's window: the server's 64 tokens let SmolLM2 repeat a post of its own answer
+        # once it was out of sight (6% of the demo's posts); 512 covers an answer of 10 posts, and in
+        # bench/RESULTS.md it left no exact repeat in 300 posts (15 with 64)
+        "--last_n_tokens_size", str(EMBEDDED_PENALTY_WINDOW),
     ]
     log = tempfile.NamedTemporaryFile(prefix="smm4h-llama-server-", suffix=".log", delete=False)
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}  # the local server needs no key

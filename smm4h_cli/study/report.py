@@ -127,9 +127,11 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
         direction = "raised" if pair["f1_diff"] > 0 else "lowered" if pair["f1_diff"] < 0 else "left"
         interval_excludes_zero = pair["ci_low"] > 0 or pair["ci_high"] < 0
         if pair["significant"]:
-            verdict = f"a significant difference ({pair['verdict']})."
+            verdict = f"{pair['verdict']}."  # "significant difference (p = ...): F1 higher|lower by ..."
             if pair["f1_diff"] > 0:
                 verdict += " Unlike in the paper, synthetic data helped here."
+            elif pair["f1_diff"] < 0:
+                verdict += " Synthetic data hurt here, beyond the paper's finding that it did not help."
         elif interval_excludes_zero:
             verdict = (
                 "the evidence is mixed: the bootstrap interval of ΔF1 excludes 0, but McNemar's test finds "

@@ -164,7 +164,7 @@ def test_embedded_json_output_gives_exactly_per_call_posts(train5):
     # the grammar gives exactly 3 items, each of POST_PATTERN's shape; a fragment among them is counted, not kept
     items = summary.posts_parsed + sum(summary.parse_issues.get(k, 0) for k in ("fragment_items", "echo_items", "empty_items"))
     assert items == 3 and "missing_items" not in summary.parse_issues and "invalid_json" not in summary.parse_issues
-    assert all(10 <= len(t) <= 280 and not set(t) & set('{}[]<>"') for t in frame["text"].to_list())
+    assert all(len(t) <= 280 and not set(t) & set('{}[]<>"') for t in frame["text"].to_list())
 
 
 def test_a_raw_line_break_inside_a_json_string_is_part_of_the_post():

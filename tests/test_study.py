@@ -652,18 +652,49 @@ def test_a_study_folder_that_cannot_be_made_is_refused_before_any_work(cli, tmp_
     assert _tree(tmp_path) == before
 
 
-def test_the_conclusion_states_a_significant_drop_once_and_plainly():
+def _table2(diff: float, low: float, high: float) -> dict:
+    verdict = f"significant difference (p = 0.002): F1 {'higher' if diff > 0 else 'lower'} by {abs(diff):.3f}"
+    return {
+        "confidence": 0.95,
+        "arms": [{"arm": "baseline", "f1": 0.767}, {"arm": "synthetic-paper", "f1": 0.767 + diff}],
+        "pairs": [{"a": "baseline", "b": "synthetic-paper", "f1_diff": diff, "ci_low": low, "ci_high": high,
+                   "mcnemar_p": 0.002, "significant": True, "verdict": verdict}],
+    }
+
+
+def test_the_conclusion_states_a_significant_difference_once_and_says_which_way():
     """Failed before: 'a significant difference (significant difference (p = 0.002): F1 lower by 0.151)'."""
     from smm4h_cli.study.report import conclusion
 
-    table2 = {
-        "confidence": 0.95,
-        "arms": [{"arm": "baseline", "f1": 0.767}, {"arm": "synthetic-paper", "f1": 0.615}],
-        "pairs": [{"a": "baseline", "b": "synthetic-paper", "f1_diff": -0.151, "ci_low": -0.270, "ci_high": -0.036,
-                   "mcnemar_p": 0.002, "significant": True, "verdict": "significant difference (p = 0.002): F1 lower by 0.151"}],
-    }
-    metrics = {"groups": [], "settings": {}}
     generation = [{"strategy": "paper", "posts kept": 943, "model": "embedded:SmolLM2-135M-Instruct"}]
-    text = conclusion(table2, [], metrics, generation)
-    assert text.count("significant difference") == 1
-    assert "(Δ = -0.151, 95% CI [-0.270, -0.036], McNemar p = 0.002): significant difference (p = 0.002): F1 lower by 0.151. Synthetic data hurt here" in text
+    metrics = {"groups": [], "settings": {}}
+    drop = conclusion(_table2(-0.151, -0.270, -0.036), [], metrics, generation)
+    assert drop.count("significant difference") == 1 and drop.count("0.002") == 1
+    assert "F1 lower by 0.151" in drop and "hurt" in drop and "helped" not in drop
+    gain = conclusion(_table2(0.05, 0.01, 0.09), [], metrics, generation)
+    assert "F1 higher by 0.050" in gain and "helped" in gain and "hurt" not in gain
+    # McNemar significant, but the F1 interval includes 0: neither helped nor hurt is claimed
+    mixed = conclusion(_table2(-0.02, -0.06, 0.01), [], metrics, generation)
+    assert "hurt" not in mixed and "helped" not in mixed and "includes 0" in mixed
+
+
+def test_the_generation_fingerprint_changes_only_where_the_generator_changed():
+    """Studies made before --output-format keep their fingerprints unless their generator's defaults changed."""
+    from types import SimpleNamespace
+
+    from smm4h_cli.study.pipeline import _generation_key
+
+    def key(kind: str, model: str, **options) -> dict:
+        study = SimpleNamespace(options=StudyOptions(**options), digests={"train": "t", "columns": "c"})
+        return _generation_key(study, "paper", kind, model)
+
+    before = {"train": "t", "columns": "c", "task": 5, "n": 1000, "strategy": "paper", "base_url": None, "examples": 5, "seed": 0}
+    # the paper's model and any served model under auto: exactly the keys of a study made before
+    assert key("openai", "gpt-4-0125-preview") == {**before, "model": "gpt-4-0125-preview", "backend": "openai", "temperature": 0.0}
+    assert key("compatible", "llama") == {**before, "model": "llama", "backend": "compatible", "temperature": 0.0}
+    # an explicit format counts
+    assert key("compatible", "llama", output_format="list")["output_format"] == "list"
+    # the embedded model's defaults changed (JSON at 0.7), so its fingerprint does; --fill counts too
+    embedded = key("embedded", "embedded:SmolLM2-135M-Instruct", fill=True)
+    assert (embedded["output_format"], embedded["temperature"], embedded["fill"]) == ("json", 0.7, True)
+    assert key("embedded", "embedded:SmolLM2-135M-Instruct", output_format="list", temperature=0.0)["output_format"] == "list"

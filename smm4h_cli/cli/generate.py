@@ -45,7 +45,7 @@ def generate_cli(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name: an OpenAI model (the paper's: gpt-4-0125-preview; needs OPENAI_API_KEY), a model of the --base-url server, or 'embedded' \\[default: the embedded SmolLM2-135M-Instruct without a key or base URL; gpt-4-0125-preview with OPENAI_API_KEY; the server's first model with --base-url].", show_default=False)] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio), e.g. http://localhost:8000/v1 \\[default: $OPENAI_BASE_URL].", show_default=False)] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature \\[default: the paper's 0; the embedded SmolLM2's tuned value, see bench/generate_tuning.py].", show_default=False)] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per call \\[default: the server's; 512 for SmolLM2].", show_default=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per call \\[default: the server's; 512 for SmolLM2, 768 with JSON output].", show_default=False)] = None,
     examples: Annotated[int, typer.Option("--examples", "-k", help="Positive and negative few-shot examples per call, each (the paper: 5 + 5).")] = 5,
     per_call: Annotated[int, typer.Option("--per-call", help="Posts asked for per call (the paper: 10).")] = 10,
     definitions: Annotated[Path | None, typer.Option("--definitions", help="Your own binary task: a YAML/JSON file with 'definition' (the label definitions), 'post_kind' (e.g. tweets), 'example_order'. Needs --train.", show_default=False)] = None,
@@ -75,7 +75,7 @@ def generate_cli(
 ) -> None:
     """Generate synthetic positive posts with an LLM: the paper's few-shot prompt (§3.1, Appendix A.1).
 
-    Each call shows the task's label definitions and 5 positive + 5 negative posts drawn from --train, and asks for 10 fictional posts of label 1 as a numbered list. Every post keeps its provenance (model, strategy, call, seed, example ids, prompt hash, temperature, attributes). Runs offline on the embedded SmolLM2 by default; --model/--base-url for OpenAI or any OpenAI-compatible server. A killed run resumes from its call cache. Examples:
+    Each call shows the task's label definitions and 5 positive + 5 negative posts drawn from --train, and asks for 10 fictional posts of label 1 as a numbered list (or, with --output-format json, the embedded model's default, a JSON object). Every post keeps its provenance (model, strategy, call, seed, example ids, prompt hash, temperature, attributes). Runs offline on the embedded SmolLM2 by default; --model/--base-url for OpenAI or any OpenAI-compatible server. A killed run resumes from its call cache. Examples:
 
         smm4h generate --task 5 --n 1000 -o synthetic.jsonl
 

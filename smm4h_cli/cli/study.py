@@ -34,7 +34,7 @@ def study_cli(
     fill: Annotated[bool, flag("--fill", help="--n counts synthetic posts kept: generation calls go on until n are kept (at most 3 x n / 10 calls); as generate --fill.")] = False,
     examples: Annotated[int, typer.Option("--examples", help="Few-shot examples of each label per call (the paper: 5).")] = 5,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Generation requests in flight.")] = 4,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per generation call \\[default: the server's; 512 for SmolLM2].", show_default=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens per generation call \\[default: the server's; 512 for SmolLM2, 768 with JSON output].", show_default=False)] = None,
     model: ClassifierModel = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs \\[default: 10 as the paper; 5 with --quick].", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch size \\[default: 32; 16 with --quick].", show_default=False)] = None,

@@ -41,7 +41,7 @@ class GenerateOptions:
         concurrency: requests in flight (1 for the embedded server, which answers one at a time anyway).
         cache_path: the JSON-lines call cache; None: no cache (no resume).
         per_call: posts asked for per call (the paper: 10).
-        max_tokens: completion limit per call; None: the server's default (512 for SmolLM2, see ``small_model``).
+        max_tokens: completion limit per call; None: the server's default (for SmolLM2, see ``small_model``: 512, or 768 with JSON output).
         request_style: ``paper`` (Appendix A.1 verbatim), ``list`` (for small models) or ``auto``
             (``list`` for SmolLM2, embedded or served, ``paper`` otherwise).
         attributes: attribute set for the ``attributes`` strategy; None: the task's built-in set.

@@ -91,12 +91,15 @@ def _temperature(asked: float | None, kind: str) -> float:
     return asked if asked is not None else EMBEDDED_TEMPERATURE if kind == "embedded" else 0.0
 
 
-def _format(asked: str, kind: str, model_name: str | None) -> str:
-    """The output format as far as it is known before the run (``auto`` on a server to be probed stays ``auto``)."""
-    from smm4h_cli.generation.structured import known_format
+def _format_key(asked: str, kind: str) -> dict[str, str]:
+    """The output format's part of the generation fingerprint. Studies made before ``--output-format``
+    meant ``auto``, and keep their fingerprints where ``auto`` still means what it did (every backend
+    but the embedded one); the embedded model's ``auto`` became JSON, and an explicit format counts."""
+    if kind == "embedded":
+        from smm4h_cli.generation.structured import known_format
 
-    known = known_format(asked, kind, model_name)
-    return known.name if known is not None else asked
+        return {"output_format": known_format(asked, kind, None).name}
+    return {} if asked == "auto" else {"output_format": asked}
 
 
 def _generation_key(study: _Study, strategy: str, kind: str, model_name: str | None) -> dict[str, Any]:
@@ -107,7 +110,7 @@ def _generation_key(study: _Study, strategy: str, kind: str, model_name: str | N
         "temperature": _temperature(options.temperature, kind), "examples": options.examples, "seed": options.seed,
         # only when set, so that studies made before the option keep their fingerprints
         **({"max_tokens": options.max_tokens} if options.max_tokens is not None else {}),
-        **({"output_format": fmt} if (fmt := _format(options.output_format, kind, model_name)) != "list" else {}),
+        **_format_key(options.output_format, kind),
         **({"fill": True} if options.fill else {}),
         **({"definitions": file_digest(options.definitions)} if options.definitions is not None else {}),
     }

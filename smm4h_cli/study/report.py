@@ -127,10 +127,12 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
         direction = "raised" if pair["f1_diff"] > 0 else "lowered" if pair["f1_diff"] < 0 else "left"
         interval_excludes_zero = pair["ci_low"] > 0 or pair["ci_high"] < 0
         if pair["significant"]:
-            verdict = f"{pair['verdict']}."  # "significant difference (p = ...): F1 higher|lower by ..."
-            if pair["f1_diff"] > 0:
+            verdict = f"a significant difference, F1 {'higher' if pair['f1_diff'] > 0 else 'lower'} by {abs(pair['f1_diff']):.3f}."
+            if not interval_excludes_zero:
+                verdict += " The bootstrap interval of ΔF1 still includes 0: the models err on different posts more than their F1 differs."
+            elif pair["f1_diff"] > 0:
                 verdict += " Unlike in the paper, synthetic data helped here."
-            elif pair["f1_diff"] < 0:
+            else:
                 verdict += " Synthetic data hurt here, beyond the paper's finding that it did not help."
         elif interval_excludes_zero:
             verdict = (

@@ -64,6 +64,14 @@ class ReportSettings(Protocol):
 
 
 
+def report_head(title: str, intro: str, conclusion_text: str, data: list[dict[str, Any]]) -> list[str]:
+    """The Markdown lines every study report opens with: title, intro, the conclusion, the data table."""
+    return [
+        f"# {title}", "", intro, "", "## Conclusion", "", f"> {literal(conclusion_text)}", "",
+        "## Setting", "", markdown_table(_literal_rows(data), digits=3),
+    ]
+
+
 def _load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -219,18 +227,12 @@ def write_report(
     temperatures = sorted({m["temperature"] for m in metas if m.get("temperature") is not None}) or [options.temperature or 0.0]
     formats = sorted({m.get("output_format", "list") for m in metas})
     md: list[str] = [
-        f"# Will LLM-generated positives help? {task_title(options)}",
-        "",
-        "A run of the study of Yamagishi & Nakamura (SMM4H 2024), \"Why LLM-Generated Texts Fail to Improve "
-        "Text Classification Models\", made with `smm4h study`.",
-        "",
-        "## Conclusion",
-        "",
-        f"> {literal(text)}",
-        "",
-        "## Setting",
-        "",
-        markdown_table(_literal_rows(data), digits=3),
+        *report_head(
+            f"Will LLM-generated positives help? {task_title(options)}",
+            "A run of the study of Yamagishi & Nakamura (SMM4H 2024), \"Why LLM-Generated Texts Fail to Improve "
+            "Text Classification Models\", made with `smm4h study`.",
+            text, data,
+        ),
         f"- **Generator**: {', '.join(map(literal, gen_models))}; strategies {', '.join(map(literal, options.strategies))}; {options.n:,} posts asked for per strategy "
         f"in calls of 10; {options.examples}+{options.examples} few-shot examples; temperature {', '.join(f'{t:g}' for t in temperatures)}; "
         f"answers as {', '.join(map(literal, formats))}.",

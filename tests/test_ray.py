@@ -28,6 +28,11 @@ SEEDS = (0, 1)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def python_c(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (what it imports is its own), with the repository on its path."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
     return study_files(tmp_path_factory.mktemp("data"))
@@ -108,7 +113,7 @@ def test_default_study_never_imports_ray():
         "assert CliRunner().invoke(app, ['study', '--help']).exit_code == 0\n"
         "print('ray' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
+    done = python_c(code)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
 
@@ -121,7 +126,7 @@ def test_without_the_extra_says_how_to_install_it(tmp_path):
         f"sys.argv = ['smm4h', 'study', '--executor', 'ray', '--out', {str(tmp_path / 'study')!r}]\n"
         "main()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
+    done = python_c(code)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "pip install 'smm4h[ray]'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "study").exists()
@@ -277,6 +282,6 @@ def test_a_local_cluster_is_started_for_the_run_and_stopped_after(tmp_path):
         "    cpus = ray.cluster_resources()['CPU']\n"
         "print(cpus == len(os.sched_getaffinity(0)), ray.is_initialized())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
+    done = python_c(code)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "False"]

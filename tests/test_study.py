@@ -682,6 +682,7 @@ def test_the_generation_fingerprint_changes_only_where_the_generator_changed():
     """Studies made before --output-format keep their fingerprints unless their generator's defaults changed."""
     from types import SimpleNamespace
 
+    from smm4h_cli.generation.structured import POST_PATTERN
     from smm4h_cli.study.pipeline import _generation_key
 
     def key(kind: str, model: str, **options) -> dict:
@@ -697,4 +698,7 @@ def test_the_generation_fingerprint_changes_only_where_the_generator_changed():
     # the embedded model's defaults changed (JSON at 0.7), so its fingerprint does; --fill counts too
     embedded = key("embedded", "embedded:SmolLM2-135M-Instruct", fill=True)
     assert (embedded["output_format"], embedded["temperature"], embedded["fill"]) == ("json", 0.7, True)
-    assert key("embedded", "embedded:SmolLM2-135M-Instruct", output_format="list", temperature=0.0)["output_format"] == "list"
+    # its JSON is a grammar of the post's shape, which changed once already (three words)
+    assert embedded["post_pattern"] == POST_PATTERN
+    as_list = key("embedded", "embedded:SmolLM2-135M-Instruct", output_format="list", temperature=0.0)
+    assert as_list["output_format"] == "list" and "post_pattern" not in as_list

@@ -33,10 +33,16 @@ OUTPUT_FORMATS = ("auto", "json", "list")
 OPENAI_JSON_MODELS = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
 #: Characters per post allowed by the grammar form; a tweet is at most 280.
 MAX_POST_CHARS = 280
-#: The grammar form's post: 10 to 280 characters, starting with a letter, @ or #, and none of
-#: ``{}[]<>"\\``. Inside a bare string, SmolLM2 wrote pieces of JSON in about 40% of its items
-#: (``"},\n body:"``, ``"[4]"``); this pattern left 5 of 80 such fragments (bench/RESULTS.md).
-POST_PATTERN = r'^[A-Za-z@#][^{}\[\]<>"\\]{9,%d}$' % (MAX_POST_CHARS - 1)
+_CHAR, _WORD_CHAR = r'[^{}\[\]<>"\\]', r'[^{}\[\]<>"\\ ]'
+#: The grammar form's post: at most 280 characters, none of ``{}[]<>"\\``, starting with a
+#: letter, @ or #, and at least three words (two words of at most 40 characters, each followed
+#: by a space). Inside a bare string, SmolLM2 wrote pieces of JSON in about 40% of its items
+#: (``"},\n body:"``, ``"[4]"``); the characters and the first one left 5 of 80 such fragments,
+#: and single words (``"adults/kids"``, ``"#speechdelay"``) were most of the 6% the demo still
+#: lost; with three words, 2 of 200 items were not kept (bench/RESULTS.md).
+POST_PATTERN = r"^[A-Za-z@#]%s{0,39} %s{1,40} %s%s{0,%d}$" % (
+    _WORD_CHAR, _WORD_CHAR, _WORD_CHAR, _CHAR, MAX_POST_CHARS - 84  # 1 + 39 + 1 + 40 + 1 + 1 + 196 = 279
+)
 
 
 @dataclass(frozen=True)

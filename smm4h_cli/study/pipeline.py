@@ -94,11 +94,13 @@ def _temperature(asked: float | None, kind: str) -> float:
 def _format_key(asked: str, kind: str) -> dict[str, str]:
     """The output format's part of the generation fingerprint. Studies made before ``--output-format``
     meant ``auto``, and keep their fingerprints where ``auto`` still means what it did (every backend
-    but the embedded one); the embedded model's ``auto`` became JSON, and an explicit format counts."""
+    but the embedded one); the embedded model's ``auto`` became JSON, and an explicit format counts.
+    The embedded model's JSON is a grammar of the post's shape: when that shape changes, so do its posts."""
     if kind == "embedded":
-        from smm4h_cli.generation.structured import known_format
+        from smm4h_cli.generation.structured import POST_PATTERN, known_format
 
-        return {"output_format": known_format(asked, kind, None).name}
+        name = known_format(asked, kind, None).name
+        return {"output_format": name, **({"post_pattern": POST_PATTERN} if name == "json" else {})}
     return {} if asked == "auto" else {"output_format": asked}
 
 

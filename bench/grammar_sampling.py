@@ -66,6 +66,9 @@ def main() -> None:
         for side in (("first", "last") if k % 2 == 0 else ("last", "first")):
             LlamaClass._init_sampler = first if side == "first" else last
             time.sleep(0.5)  # let the other side's threads go idle
+            # the whole prompt evaluated afresh each time: a prompt prefix kept from the call before is
+            # re-read a token at a time, whose logits differ in the last bits and can tip a greedy tie
+            llm.reset()
             t = time.perf_counter()
             out = llm.create_chat_completion(
                 messages=request["messages"], temperature=request["temperature"], max_tokens=request["max_tokens"],

@@ -51,6 +51,12 @@ def format_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_clause(p: float) -> str:
+    """``p = 0.002`` or ``p < 0.001``, for a sentence (``format_p`` is for a table's cell)."""
+    shown = format_p(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
+
+
 def table2_rows(result: dict[str, Any], bold: tuple[str, str], ci_label: str = "CI") -> tuple[list[dict], list[dict]]:
     """The rows of Table 2 from ``Comparison.to_dict()``: one per arm (scores with ± std over seeds,
     the best of each column wrapped in ``bold``), and one per pair (ΔF1, its interval, McNemar p, verdict).

@@ -78,6 +78,7 @@ def _answer(llama, sampler, request):
 
     llm, first, last = llama
     Llama._init_sampler = first if sampler == "first" else last
+    llm.reset()  # the whole prompt evaluated afresh: a kept prefix gives logits that differ in the last bits
     try:
         out = llm.create_chat_completion(
             messages=request["messages"], temperature=request["temperature"], max_tokens=request["max_tokens"],

@@ -652,13 +652,15 @@ def test_a_study_folder_that_cannot_be_made_is_refused_before_any_work(cli, tmp_
     assert _tree(tmp_path) == before
 
 
-def _table2(diff: float, low: float, high: float) -> dict:
-    verdict = f"significant difference (p = 0.002): F1 {'higher' if diff > 0 else 'lower'} by {abs(diff):.3f}"
+def _table2(diff: float, low: float, high: float, p: float = 0.002) -> dict:
+    from smm4h_cli.tables import p_clause
+
+    verdict = f"significant difference ({p_clause(p)}): F1 {'higher' if diff > 0 else 'lower'} by {abs(diff):.3f}"
     return {
         "confidence": 0.95,
         "arms": [{"arm": "baseline", "f1": 0.767}, {"arm": "synthetic-paper", "f1": 0.767 + diff}],
         "pairs": [{"a": "baseline", "b": "synthetic-paper", "f1_diff": diff, "ci_low": low, "ci_high": high,
-                   "mcnemar_p": 0.002, "significant": True, "verdict": verdict}],
+                   "mcnemar_p": p, "significant": True, "verdict": verdict}],
     }
 
 
@@ -676,6 +678,9 @@ def test_the_conclusion_states_a_significant_difference_once_and_says_which_way(
     # McNemar significant, but the F1 interval includes 0: neither helped nor hurt is claimed
     mixed = conclusion(_table2(-0.02, -0.06, 0.01), [], metrics, generation)
     assert "hurt" not in mixed and "helped" not in mixed and "includes 0" in mixed
+    # the demo's case, failed before: 'McNemar p = < 0.001'
+    tiny = conclusion(_table2(-0.253, -0.398, -0.115, p=0.0004), [], metrics, generation)
+    assert "McNemar p < 0.001)" in tiny and "p = <" not in tiny
 
 
 def test_the_generation_fingerprint_changes_only_where_the_generator_changed():

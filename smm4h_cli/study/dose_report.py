@@ -22,7 +22,7 @@ from smm4h_cli.io import atomic_write, read_records, write_json, write_records, 
 from smm4h_cli.study.layout import DOSE_FIGURE, FIGURE2, GAIN_FIGURE, StudyLayout
 from smm4h_cli.study.options import ARM_BASELINE
 from smm4h_cli.study.report import _data_rows, _generation_rows, _versions, literal, render_html, report_head, task_title
-from smm4h_cli.tables import format_p, markdown_table
+from smm4h_cli.tables import format_p, markdown_table, p_clause
 
 CONFIDENCE = 0.95
 
@@ -176,7 +176,7 @@ def dose_conclusion(rows: list[dict[str, Any]], unit: str) -> str:
     head = (
         f"The baseline trained on the real data alone reaches F1 {base['f1']:.3f} on label 1. "
         f"Of the {len(arms)} arms, the best is {what}: F1 {best['f1']:.3f}, ΔF1 {best['delta_f1']:+.3f} "
-        f"(95% CI [{best['ci_low']:+.3f}, {best['ci_high']:+.3f}], McNemar p {format_p(best['p_holm'])} Holm-adjusted across all {len(arms)} arms). "
+        f"(95% CI [{best['ci_low']:+.3f}, {best['ci_high']:+.3f}], McNemar {p_clause(best['p_holm'])} Holm-adjusted across all {len(arms)} arms). "
     )
     helped = [r for r in arms if r["significant"] and r["delta_f1"] > 0 and r["ci_low"] > 0]
     hurt = [r for r in arms if r["significant"] and r["delta_f1"] < 0 and r["ci_high"] < 0]

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from smm4h_cli.analysis.clustering import table_rows
-from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, table2_rows
+from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, p_clause, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
 from smm4h_cli.study.layout import FIGURE2, StudyLayout
 from smm4h_cli.study.markup import _literal_rows, literal, render_html, shown_path  # noqa: F401 (literal, shown_path: re-exported)
@@ -145,7 +145,7 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
         elif interval_excludes_zero:
             verdict = (
                 "the evidence is mixed: the bootstrap interval of ΔF1 excludes 0, but McNemar's test finds "
-                f"no significant difference in the errors the two models make (p = {format_p(pair.get('p_adjusted', pair['mcnemar_p']))}); "
+                f"no significant difference in the errors the two models make ({p_clause(pair.get('p_adjusted', pair['mcnemar_p']))}); "
                 "more test posts or more seeds would settle it."
             )
         else:
@@ -157,7 +157,7 @@ def conclusion(table2: dict, table3: list[dict], metrics: dict, generation: list
             f"Adding {what} to the training data {direction} the test F1 of the positive class "
             f"from {baseline['f1']:.3f} to {arm['f1']:.3f} (Δ = {pair['f1_diff']:+.3f}, "
             f"{table2['confidence']:.0%} CI [{pair['ci_low']:+.3f}, {pair['ci_high']:+.3f}], "
-            f"McNemar p = {format_p(pair['mcnemar_p'])}): {verdict}"
+            f"McNemar {p_clause(pair['mcnemar_p'])}): {verdict}"
         )
     ngram = {r["group"]: r for r in table3}
     positives = [g for g in metrics["groups"] if g["role"] == "real positives"]

@@ -22,6 +22,7 @@ On the 2-core development machine MiniLM predicts a few hundred posts/s when idl
 posts through the model take about an hour: ``--posts 1000000`` does it; the default is small.
 
     python bench/predict_stream.py [--posts 2000] [--chunk-size 500] [--io-posts 1000000] [--threads N]
+    python bench/predict_stream.py --posts 1000000 --chunk-size 10000 --large-only   # the 1M run alone, measured
 """
 
 from __future__ import annotations

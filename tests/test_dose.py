@@ -102,6 +102,10 @@ def test_the_conclusion_says_plainly_when_nothing_helps():
     text = dose_conclusion([base, _row("none @ 1x", 0.08, 0.03, 0.12, 0.01, True), _row("dedup @ 1x", 0.0, -0.05, 0.05, 1.0, False)], "multiple")
     assert "the best is none @ 1x" in text and "1 arm(s) improve significantly after adjustment (none @ 1x)" in text
     assert "No arm helps" not in text
+    # the p-value reads as a sentence: "p = 0.010", "p < 0.001" (was "p 0.010")
+    assert "McNemar p = 0.010 Holm-adjusted" in text
+    tiny = dose_conclusion([base, _row("none @ 1x", 0.08, 0.03, 0.12, 0.0004, True)], "multiple")
+    assert "McNemar p < 0.001 Holm-adjusted" in tiny
 
 
 # ------------------------------------------------------------------------------ a real dose study

@@ -8,12 +8,12 @@
                  ``llama-server`` accept too;
 ``json_object``  llama-cpp-python's server (the embedded model): ``{"type": "json_object", "schema":
                  ...}``, which it turns into a grammar (its request type knows only ``text`` and
-                 ``json_object``). This form also shapes each post (``POST_PATTERN``: 10 to 280 characters,
-                 starting with a letter, @ or #, without JSON or markup characters), which the
-                 grammar enforces.
+                 ``json_object``). This form also shapes each post (``POST_PATTERN``: at most 279
+                 characters, starting with a letter, @ or #, at least two single spaces each
+                 followed by a word, without JSON or markup characters), which the grammar enforces.
 
 ``auto`` resolves once per run (:func:`resolve_output_format`): the embedded server takes
-``json_object`` (with ``POST_PATTERN``, SmolLM2 keeps 3.2 times the clean posts of its
+``json_object`` (with ``POST_PATTERN``, SmolLM2 keeps 3.1 times the clean posts of its
 numbered list, bench/RESULTS.md); an OpenAI model known to have structured outputs takes ``json_schema``; the
 paper's ``gpt-4-0125-preview`` does not, so the paper's setting stays the paper's numbered list;
 any other server is asked once, with a one-post probe, which form it takes (``list`` when neither).
@@ -34,15 +34,17 @@ OPENAI_JSON_MODELS = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
 #: Characters per post allowed by the grammar form; a tweet is at most 280.
 MAX_POST_CHARS = 280
 _CHAR, _WORD_CHAR = r'[^{}\[\]<>"\\]', r'[^{}\[\]<>"\\ ]'
-#: The grammar form's post: at most 280 characters, none of ``{}[]<>"\\``, starting with a
-#: letter, @ or #, and at least three words (two words of at most 40 characters, each followed
-#: by a space). Inside a bare string, SmolLM2 wrote pieces of JSON in about 40% of its items
+#: The grammar form's post: at most 279 characters, none of ``{}[]<>"\\``, starting with a
+#: letter, @ or #, and at least three words: two words of at most 40 characters, each followed
+#: by one space, then a third word. A "word" here is any run of characters but the space (a tab
+#: or a line break counts as part of one); the ``fragment_items`` rule, which counts words with
+#: letters, still judges each post after parsing. Inside a bare string, SmolLM2 wrote pieces of JSON in about 40% of its items
 #: (``"},\n body:"``, ``"[4]"``); the characters and the first one left 5 of 80 such fragments,
 #: and single words (``"adults/kids"``, ``"#speechdelay"``) were most of the 6% the demo still
 #: lost; with three words, 2 of 200 items were not kept (bench/RESULTS.md).
 POST_PATTERN = r"^[A-Za-z@#]%s{0,39} %s{1,40} %s%s{0,%d}$" % (
     _WORD_CHAR, _WORD_CHAR, _WORD_CHAR, _CHAR, MAX_POST_CHARS - 84  # 1 + 39 + 1 + 40 + 1 + 1 + 196 = 279
-)
+)  # (279, one short of a tweet: the bound is a guard against run-on strings, not a tweet's limit)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def known_format(asked: str, kind: str, model: str | None) -> OutputFormat | Non
         return OutputFormat("list")
     if kind == "embedded":
         # measured (bench/generate_tuning.py, bench/RESULTS.md): with POST_PATTERN's grammar the embedded
-        # SmolLM2 keeps 3.2x the clean posts of its numbered list, in 1.4x the time per call
+        # SmolLM2 keeps 3.1x the clean posts of its numbered list, in 1.8x the time per call
         return OutputFormat("json", "json_object", "asked" if asked == "json" else "known: the embedded server takes a JSON schema (grammar)")
     if kind == "openai" and _openai_has_json(model or ""):
         return OutputFormat("json", "json_schema", "asked" if asked == "json" else f"known: {model} has structured outputs")

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from smm4h_cli.analysis.clustering import table_rows
-from smm4h_cli.tables import TABLE2_HEADERS, format_p, markdown_table, p_clause, table2_rows
+from smm4h_cli.tables import TABLE2_HEADERS, markdown_table, p_clause, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
 from smm4h_cli.study.layout import FIGURE2, StudyLayout
 from smm4h_cli.study.markup import _literal_rows, literal, render_html, shown_path  # noqa: F401 (literal, shown_path: re-exported)

@@ -51,9 +51,10 @@ def format_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def p_clause(p: float) -> str:
-    """``p = 0.002`` or ``p < 0.001``, for a sentence (``format_p`` is for a table's cell)."""
-    shown = format_p(p)
+def p_clause(p: float, shown: str | None = None) -> str:
+    """``p = 0.002`` or ``p < 0.001``, for a sentence (``format_p`` is for a table's cell);
+    ``shown``: p as the caller already formats it (default: ``format_p``)."""
+    shown = format_p(p) if shown is None else shown
     return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
 
 

@@ -29,6 +29,7 @@ import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import check_predictions
+from smm4h_cli.tables import p_clause
 from smm4h_cli.training.metrics import binary_scores, holm, majority_vote, mcnemar_exact, paired_bootstrap
 
 CONFIDENCE = 0.95
@@ -174,7 +175,7 @@ def _aligned(arms: list[list[pl.DataFrame]], names: list[str]) -> tuple[np.ndarr
 
 def _verdict(diff: float, low: float, high: float, p: float, adjusted: bool, significant: bool) -> str:
     shown = "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
-    label = f"Holm-adjusted p {'' if shown.startswith('<') else '= '}{shown}" if adjusted else f"p {'' if shown.startswith('<') else '= '}{shown}"
+    label = ("Holm-adjusted " if adjusted else "") + p_clause(p, shown)
     if not significant:
         if low > 0 or high < 0:
             # McNemar tests the errors, the interval the F1 of label 1; say so rather than pick one.

@@ -31,7 +31,7 @@ from smm4h_cli.generation.backends import Backend, redact
 OUTPUT_FORMATS = ("auto", "json", "list")
 #: OpenAI models with strict structured outputs (json_schema); others (the paper's gpt-4-0125-preview) have none.
 OPENAI_JSON_MODELS = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
-#: Characters per post allowed by the grammar form; a tweet is at most 280.
+#: A tweet is at most 280 characters; the grammar form keeps each post within it (``POST_PATTERN``: 279).
 MAX_POST_CHARS = 280
 _CHAR, _WORD_CHAR = r'[^{}\[\]<>"\\]', r'[^{}\[\]<>"\\ ]'
 #: The grammar form's post: at most 279 characters, none of ``{}[]<>"\\``, starting with a

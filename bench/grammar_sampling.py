@@ -16,7 +16,6 @@ same answers (it must).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from _generation import offline
@@ -36,22 +35,12 @@ def main() -> None:
     args = parser.parse_args()
     offline()
 
-    from llama_cpp import Llama
     from llama_cpp.llama import Llama as LlamaClass
 
-    from smm4h_cli.generation.backends import EMBEDDED_PENALTY_WINDOW, _embedded
-    from smm4h_cli.generation.llama_server import _check_grammar_last, _disable_repacking
-    from smm4h_cli.models import smollm2_path
+    from smm4h_cli.generation.backends import _embedded
+    from smm4h_cli.generation.llama_server import in_process
 
-    _disable_repacking()
-    first = LlamaClass._init_sampler
-    _check_grammar_last()
-    last = LlamaClass._init_sampler
-    threads = max(1, min(4, os.cpu_count() or 1))  # what embedded_server() gives the server
-    llm = Llama(
-        model_path=str(smollm2_path()), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
-        last_n_tokens_size=EMBEDDED_PENALTY_WINDOW, logits_all=False, verbose=False,
-    )
+    llm, first, last = in_process()
     train = read_records(sample_path(5, "train"), require_label=True)
     options = GenerateOptions(task=builtin_task(5), n=10 * args.calls, seed=args.seed, temperature=args.temperature,
                               concurrency=1, dedup="off")

@@ -59,18 +59,10 @@ def llama():
     """SmolLM2 in this process, as the embedded server loads it, and both of its samplers."""
     from llama_cpp import Llama
 
-    from smm4h_cli.generation.backends import EMBEDDED_PENALTY_WINDOW
-    from smm4h_cli.generation.llama_server import _check_grammar_last, _disable_repacking
-    from smm4h_cli.models import smollm2_path
+    from smm4h_cli.generation.llama_server import in_process
 
-    _disable_repacking()
-    first = Llama._init_sampler
-    assert not getattr(first, "grammar_last", False)  # else both sides would be grammar-last and prove nothing
-    _check_grammar_last()
-    last = Llama._init_sampler
-    Llama._init_sampler = first  # only where a test asks for it
-    llm = Llama(model_path=str(smollm2_path()), n_ctx=2048, n_threads=2, n_threads_batch=2,
-                last_n_tokens_size=EMBEDDED_PENALTY_WINDOW, logits_all=False, verbose=False)
+    llm, first, last = in_process(n_ctx=2048, threads=2)  # refuses when both would be grammar-last
+    assert first is not last and last.grammar_last
     yield llm, first, last
     Llama._init_sampler = first
 

@@ -140,6 +140,30 @@ def _check_grammar_last() -> None:
     Llama._init_sampler = init_sampler
 
 
+def in_process(n_ctx: int = 4096, threads: int | None = None):
+    """SmolLM2 in this process, loaded as the embedded server loads it, and llama-cpp-python's two
+    ways to build a sampler: ``(llm, grammar_first, grammar_last)``. ``Llama._init_sampler`` is left
+    grammar-first; assign either to choose (for the benchmark and the tests that compare them)."""
+    import os
+
+    from llama_cpp.llama import Llama
+
+    from smm4h_cli.generation.backends import EMBEDDED_PENALTY_WINDOW
+    from smm4h_cli.models import smollm2_path
+
+    _disable_repacking()
+    first = Llama._init_sampler
+    if getattr(first, "grammar_last", False):
+        raise RuntimeError("Llama._init_sampler is already grammar-last: nothing to compare it with")
+    _check_grammar_last()
+    last = Llama._init_sampler
+    Llama._init_sampler = first
+    threads = threads or max(1, min(4, os.cpu_count() or 1))  # what embedded_server() gives the server
+    llm = Llama(model_path=str(smollm2_path()), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                last_n_tokens_size=EMBEDDED_PENALTY_WINDOW, logits_all=False, verbose=False)
+    return llm, first, last
+
+
 if __name__ == "__main__":
     _disable_repacking()
     _check_grammar_last()

@@ -54,6 +54,7 @@ from smm4h_cli.training.train import TrainOptions, train_seeds  # noqa: E402
 ARMS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
     "eval-grouped": ({}, {}),  # before this branch: the Trainer's own length grouping of evaluation
+    "torch-dropout": ({}, {}),  # before training.dropout: torch's own dropout and sdpa attention
     "fp32": ({"precision": "fp32"}, {}),
     "adamw-foreach": ({}, {"optim": "adamw_torch"}),
     "compile": ({}, {"torch_compile": True}),
@@ -171,6 +172,11 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
             return Grouped
 
         hf.trainer_class = grouped
+    from smm4h_cli.training import dropout
+
+    install = dropout.install
+    if name == "torch-dropout":
+        dropout.install = lambda model: model
     try:
         options = TrainOptions(
             out=out, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, device="cpu",
@@ -182,6 +188,7 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
     finally:
         transformers.TrainingArguments = real  # train_one imports it from transformers at each call
         hf.trainer_class = trainer_class
+        dropout.install = install
     steps = [(t, c) for t, c, e in events if not e.milestone and e.done > 0]
     evaluated = [t for t, c, e in events if e.milestone and "val F1" in e.detail]
     run = result.runs[0]

@@ -155,6 +155,7 @@ def train_one(
     from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback, TrainingArguments
 
     from smm4h_cli.models import resolve_device
+    from smm4h_cli.training import dropout
 
     device = resolve_device(options.device)
     hf.set_threads(options.threads)
@@ -169,6 +170,8 @@ def train_one(
 
     ref = model_ref or locate_model(options.model).ref
     model, tokenizer = hf.load_classifier(ref, name=f"--model {ref}", hint=hf.BASE_HINT, new_head_seed=seed)
+    if device == "cpu":
+        dropout.install(model)  # the same dropout, its masks drawn 4x faster than torch's on a CPU
     pad_to_max = options.padding == "max_length"
     train_ds = hf.labelled_posts(tokenizer, data["text"].to_list(), data["label"].to_list(), options.max_length, pad_to_max)
     val_ds = hf.labelled_posts(tokenizer, validation["text"].to_list(), validation["label"].to_list(), options.max_length, pad_to_max)

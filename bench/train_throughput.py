@@ -50,16 +50,25 @@ import polars as pl  # noqa: E402
 from smm4h_cli.training import hf  # noqa: E402
 from smm4h_cli.training.train import TrainOptions, train_seeds  # noqa: E402
 
-#: Arms: name -> (TrainOptions overrides, TrainingArguments overrides). "default" is `smm4h train`'s.
+#: Arms: name -> (TrainOptions overrides, TrainingArguments overrides). "default" is `smm4h train`'s;
+#: the arms without overrides undo one part of it (see run_arm). Arms combine with "+";
+#: "before" is the default as it was before training.cpu and hf.length_buckets.
 ARMS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
-    "eval-grouped": ({}, {}),  # before this branch: the Trainer's own length grouping of evaluation
-    "torch-dropout": ({}, {}),  # before training.dropout: torch's own dropout and sdpa attention
+    "eval-grouped": ({}, {}),  # evaluation batches by the Trainer's own length grouping
+    "torch-dropout": ({}, {}),  # torch's own dropout and sdpa attention (no training.cpu.install)
+    "trainer-grouping": ({}, {}),  # the Trainer's LengthGroupedSampler, not hf.length_buckets
+    "mmap": ({}, {}),  # glibc's default allocation (no training.cpu.freed_memory_kept)
     "fp32": ({"precision": "fp32"}, {}),
     "adamw-foreach": ({}, {"optim": "adamw_torch"}),
     "compile": ({}, {"torch_compile": True}),
     "batch64": ({"batch_size": 64}, {}),
 }
+ALIASES = {"before": "torch-dropout+trainer-grouping+mmap"}
+
+
+def arm_parts(name: str) -> list[str]:
+    return ALIASES.get(name, name).split("+")
 
 
 def load_psytar(psytar: Path, split: str, label: str = "ADR") -> pl.DataFrame:
@@ -145,7 +154,9 @@ def matmul_peak(dtype, threads: int, size: int = 2048, reps: int = 6) -> float:
 
 def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -> dict:
     """One training run of ``name`` on ``data``; times split by the progress events."""
-    options_extra, args_extra = ARMS[name]
+    parts = arm_parts(name)
+    options_extra = {k: v for part in parts for k, v in ARMS[part][0].items()}
+    args_extra = {k: v for part in parts for k, v in ARMS[part][1].items()}
     events: list[tuple[float, float, object]] = []
 
     def progress(event) -> None:
@@ -162,7 +173,7 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
     from transformers import Trainer
 
     trainer_class = hf.trainer_class
-    if name == "eval-grouped":  # evaluation batches as before: the Trainer's own sampler
+    if "eval-grouped" in parts:  # evaluation batches as before: the Trainer's own sampler
 
         def grouped(class_weights):
             class Grouped(trainer_class(class_weights)):
@@ -172,11 +183,26 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
             return Grouped
 
         hf.trainer_class = grouped
-    from smm4h_cli.training import dropout
+    if "trainer-grouping" in parts:
+        current = hf.trainer_class
 
-    install = dropout.install
-    if name == "torch-dropout":
-        dropout.install = lambda model: model
+        def trainer_grouping(class_weights):
+            class TrainerGrouping(current(class_weights)):
+                def _get_train_sampler(self, train_dataset=None):
+                    return Trainer._get_train_sampler(self, train_dataset)
+
+            return TrainerGrouping
+
+        hf.trainer_class = trainer_grouping
+    import contextlib
+
+    from smm4h_cli.training import cpu as cpu_training
+
+    install, kept = cpu_training.install, cpu_training.freed_memory_kept
+    if "torch-dropout" in parts:
+        cpu_training.install = lambda model: model
+    if "mmap" in parts:
+        cpu_training.freed_memory_kept = contextlib.nullcontext
     try:
         options = TrainOptions(
             out=out, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, device="cpu",
@@ -188,7 +214,7 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
     finally:
         transformers.TrainingArguments = real  # train_one imports it from transformers at each call
         hf.trainer_class = trainer_class
-        dropout.install = install
+        cpu_training.install, cpu_training.freed_memory_kept = install, kept
     steps = [(t, c) for t, c, e in events if not e.milestone and e.done > 0]
     evaluated = [t for t, c, e in events if e.milestone and "val F1" in e.detail]
     run = result.runs[0]
@@ -239,24 +265,50 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
 
 
+def f1_check(train: pl.DataFrame, dev: pl.DataFrame, arms: list[str], seeds: list[int], args) -> None:
+    """The issue's check: the same validation F1 (within 0.01) on PsyTAR at 10 epochs. Every arm
+    trains on the whole train split with every seed (A B per seed); the best dev F1 of each run,
+    the mean per arm, and the mean difference from the first arm."""
+    import torch
+
+    print(f"F1 check: {train.height:,} PsyTAR train posts, {dev.height} dev posts, {args.epochs} epochs, seeds {seeds}, "
+          f"{args.threads} threads, torch {torch.__version__}; load average {os.getloadavg()}", flush=True)
+    f1: dict[str, list[float]] = {arm: [] for arm in arms}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            args.seed = seed
+            for arm in arms:
+                res = run_arm(arm, train, dev, args, Path(tmp) / f"f1-{arm}-{seed}")
+                f1[arm].append(res["f1"])
+                print(f"seed {seed} {arm:14}: best dev F1 {res['f1']:.4f}; {res['train_seconds']:.0f} s ({res['train_seconds'] / args.epochs:.1f} s per epoch), "
+                      f"steps {res['steps_wall']:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+    first = arms[0]
+    for arm in arms:
+        diff = statistics.mean(a - b for a, b in zip(f1[arm], f1[first]))
+        print(f"{arm:14}: best dev F1 mean {statistics.mean(f1[arm]):.4f} ({', '.join(f'{x:.4f}' for x in f1[arm])})"
+              + ("" if arm == first else f"; mean difference from {first} {diff:+.4f} (target within 0.01)"), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--psytar", type=Path, default=ROOT.parent / "shared" / "data" / "psytar")
     parser.add_argument("--tokens", type=int, default=40_000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 1; 10 with --f1-check)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2, help="A B A B ... rounds of every arm on every set")
-    parser.add_argument("--arms", default="default", help=f"comma-separated, of {', '.join(ARMS)}")
+    parser.add_argument("--arms", default="default,before", help=f"comma-separated, of {', '.join([*ARMS, *ALIASES])}; parts combine with '+'")
     parser.add_argument("--sets", default="tweets,psytar")
     parser.add_argument("--profile", choices=("tweets", "psytar"), help="only profile 20 steps on this set")
+    parser.add_argument("--f1-check", action="store_true", help="instead: every arm on the whole PsyTAR train split for --epochs (10 here unless given) with --seeds; best dev F1 per arm and seed")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of --f1-check")
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
+    unknown = [a for a in arms if any(part not in ARMS for part in arm_parts(a))]
     if unknown:
-        parser.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+        parser.error(f"unknown arm(s) {unknown}; known: {', '.join([*ARMS, *ALIASES])}, combined with '+'")
 
     from transformers import AutoConfig
 
@@ -266,6 +318,11 @@ def main() -> None:
     config.num_labels = 2
     train = load_psytar(args.psytar, "train")
     dev = load_psytar(args.psytar, "dev")
+    if args.f1_check:
+        args.epochs = args.epochs or 10
+        f1_check(train, dev, arms, [int(x) for x in args.seeds.split(",")], args)
+        return
+    args.epochs = args.epochs or 1
     sets = {
         "psytar": psytar_set(train, args.tokens, args.max_length, args.seed),
         "tweets": tweet_set(train, args.tokens, args.max_length, args.seed),
@@ -314,7 +371,7 @@ def main() -> None:
     print(f"\nmatmul peak (2048 x 2048, {args.threads} threads), median of {len(peaks['bf16'])}: bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f} GFLOP/s; "
           f"load average during the run {min(loads):.1f}-{max(loads):.1f}")
     for (set_name, arm), runs in results.items():
-        peak = fp32 if ARMS[arm][0].get("precision") == "fp32" else bf16
+        peak = fp32 if "fp32" in arm_parts(arm) else bf16
         bound = stats[set_name]["flops"] * args.epochs / (peak * 1e9)
         tok = stats[set_name]["tokens"] * args.epochs
         steps = statistics.median(r["steps_wall"] for r in runs)

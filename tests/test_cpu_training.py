@@ -11,14 +11,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smm4h_cli.training import dropout
+from smm4h_cli.training import cpu
 
 
 def test_keep_mask_keeps_one_minus_p_and_scales_what_it_keeps():
     torch.manual_seed(0)
     x = torch.empty(1_000_000)
     for p in (0.1, 0.5, 0.9):
-        mask = dropout.keep_mask(x, p)
+        mask = cpu.keep_mask(x, p)
         kept = mask != 0
         assert torch.unique(mask).tolist() == [0.0, pytest.approx(1 / (1 - p), rel=1e-6)]
         sd = math.sqrt(p * (1 - p) / x.numel())
@@ -31,10 +31,10 @@ def test_keep_mask_keeps_one_minus_p_and_scales_what_it_keeps():
 def test_keep_mask_is_the_seeds_and_follows_the_generator():
     x = torch.empty(3, 5, 7)
     torch.manual_seed(3)
-    a = dropout.keep_mask(x, 0.1)
-    b = dropout.keep_mask(x, 0.1)
+    a = cpu.keep_mask(x, 0.1)
+    b = cpu.keep_mask(x, 0.1)
     torch.manual_seed(3)
-    assert torch.equal(dropout.keep_mask(x, 0.1), a)
+    assert torch.equal(cpu.keep_mask(x, 0.1), a)
     assert not torch.equal(a, b)  # the generator moved on
     assert a.shape == x.shape and a.dtype == x.dtype
 
@@ -42,25 +42,25 @@ def test_keep_mask_is_the_seeds_and_follows_the_generator():
 @given(st.floats(min_value=1e-4, max_value=0.999), st.integers(min_value=1, max_value=300))
 def test_keep_mask_values_are_zero_or_the_scale(p, n):
     torch.manual_seed(n)
-    mask = dropout.keep_mask(torch.empty(n, dtype=torch.bfloat16), p)
+    mask = cpu.keep_mask(torch.empty(n, dtype=torch.bfloat16), p)
     scale = torch.tensor(1 / (1 - p), dtype=torch.bfloat16)
     assert bool(((mask == 0) | (mask == scale)).all())
 
 
 def test_dropout_is_torchs_outside_training_and_its_gradient_is_the_mask():
     x = torch.randn(64, 32, requires_grad=True)
-    layer = dropout.Dropout(0.1)
+    layer = cpu.Dropout(0.1)
     layer.eval()
     assert layer(x) is x
     layer.train()
     torch.manual_seed(1)
     y = layer(x)
     torch.manual_seed(1)
-    mask = dropout.keep_mask(x, 0.1)
+    mask = cpu.keep_mask(x, 0.1)
     assert torch.equal(y, x * mask)
     y.sum().backward()
     assert torch.equal(x.grad, mask)
-    assert torch.equal(dropout.dropout(x, 0.0, True), x)
+    assert torch.equal(cpu.dropout(x, 0.0, True), x)
 
 
 def test_install_keeps_weights_and_predictions_and_trains_reproducibly():
@@ -69,10 +69,10 @@ def test_install_keeps_weights_and_predictions_and_trains_reproducibly():
 
     plain, tokenizer = hf.load_classifier(str(minilm_path()), new_head_seed=0)
     fast, _ = hf.load_classifier(str(minilm_path()), new_head_seed=0)
-    dropout.install(fast)
+    cpu.install(fast)
     assert not any(type(m) is torch.nn.Dropout for m in fast.modules())
-    assert sum(isinstance(m, dropout.Dropout) for m in fast.modules()) == sum(type(m) is torch.nn.Dropout for m in plain.modules())
-    assert fast.config._attn_implementation == dropout.ATTENTION
+    assert sum(isinstance(m, cpu.Dropout) for m in fast.modules()) == sum(type(m) is torch.nn.Dropout for m in plain.modules())
+    assert fast.config._attn_implementation == cpu.ATTENTION
     assert fast.state_dict().keys() == plain.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), plain.state_dict().values()))
 
@@ -119,12 +119,12 @@ def test_training_attention_is_sdpas_with_the_masks_dropout():
     padding = torch.ones(2, 1, 6, 6, dtype=torch.bool)
     padding[1, :, :, 4:] = False  # the second sequence's last two tokens are padding
     for mask in (None, padding):
-        ours, _ = dropout.attention(module, q, k, v, mask, dropout=1e-7, scaling=0.3)
+        ours, _ = cpu.attention(module, q, k, v, mask, dropout=1e-7, scaling=0.3)
         module.eval()
         reference, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.3)
         module.train()
         assert ours.shape == reference.shape == (2, 6, 4, 8)
         assert torch.allclose(ours, reference, atol=1e-5)
     torch.manual_seed(0)
-    dropped, _ = dropout.attention(module, q, k, v, padding, dropout=0.5, scaling=0.3)
+    dropped, _ = cpu.attention(module, q, k, v, padding, dropout=0.5, scaling=0.3)
     assert not torch.allclose(dropped, reference, atol=1e-3)  # at 0.5 it does drop

@@ -26,8 +26,9 @@ events: ``steps`` (first to last optimizer step) and ``rest`` (evaluation on dev
 saving, set-up inside the Trainer). Tokens/s is the training set's real tokens per second of
 ``steps`` and of the whole epoch.
 
-    python bench/train_throughput.py [--psytar ../shared/data/psytar] [--rounds 2] [--arms default,...]
+    python bench/train_throughput.py [--psytar ../shared/data/psytar] [--rounds 2] [--arms default,before,...]
     python bench/train_throughput.py --profile psytar   # a torch.profiler table of 5 training steps
+    python bench/train_throughput.py --f1-check         # 10 epochs on all of PsyTAR, seeds 0,1,2: best dev F1 per arm
 """
 
 from __future__ import annotations
@@ -229,15 +230,18 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
 
 def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
     """A torch.profiler table of ``n_steps`` training steps as the Trainer takes them (bf16
-    autocast, backward, gradient clipping at 1.0, fused AdamW), on batches of the set's median
-    padded shape."""
+    autocast, backward, gradient clipping at 1.0, fused AdamW, ``training.cpu``'s dropout and
+    allocation), on batches of the set's median padded shape."""
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     from smm4h_cli.models import minilm_path
 
     torch.set_num_threads(args.threads)
+    from smm4h_cli.training import cpu as cpu_training
+
     model, _ = hf.load_classifier(str(minilm_path()), new_head_seed=args.seed)
+    cpu_training.install(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
     n = token_lengths(data["text"].to_list(), args.max_length)
@@ -256,11 +260,12 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(3):
-        step()
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(n_steps):
+    with cpu_training.freed_memory_kept():
+        for _ in range(3):
             step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(n_steps):
+                step()
     print(f"profile: {n_steps} steps of {args.batch_size} x {width} tokens", flush=True)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
 
@@ -301,7 +306,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="A B A B ... rounds of every arm on every set")
     parser.add_argument("--arms", default="default,before", help=f"comma-separated, of {', '.join([*ARMS, *ALIASES])}; parts combine with '+'")
     parser.add_argument("--sets", default="tweets,psytar")
-    parser.add_argument("--profile", choices=("tweets", "psytar"), help="only profile 20 steps on this set")
+    parser.add_argument("--profile", choices=("tweets", "psytar"), help="only a torch.profiler table of 5 training steps on this set")
     parser.add_argument("--f1-check", action="store_true", help="instead: every arm on the whole PsyTAR train split for --epochs (10 here unless given) with --seeds; best dev F1 per arm and seed")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of --f1-check")
     args = parser.parse_args()

@@ -5,6 +5,8 @@ embedded MiniLM it changes nothing outside a training step, and inside one it dr
 from __future__ import annotations
 
 import math
+import platform
+import sys
 
 import pytest
 import torch
@@ -128,3 +130,27 @@ def test_training_attention_is_sdpas_with_the_masks_dropout():
     torch.manual_seed(0)
     dropped, _ = cpu.attention(module, q, k, v, padding, dropout=0.5, scaling=0.3)
     assert not torch.allclose(dropped, reference, atol=1e-3)  # at 0.5 it does drop
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+def test_freed_memory_is_kept_while_training_and_returned_after():
+    def allocate_and_free() -> float:
+        before = _rss_mb()
+        block = torch.ones(64 * 2**20 // 4)  # 64 MB, every page touched
+        del block
+        return _rss_mb() - before
+
+    assert allocate_and_free() < 16  # glibc's default: a block this large is unmapped when freed
+    start = _rss_mb()
+    with cpu.freed_memory_kept():
+        assert allocate_and_free() > 48  # kept in the heap for the next step
+    assert _rss_mb() - start < 16  # given back afterwards
+    assert allocate_and_free() < 16  # and glibc's default is back

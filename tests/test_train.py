@@ -12,6 +12,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.training.metrics import binary_scores
@@ -510,3 +512,74 @@ def test_evaluation_batches_are_in_length_order(tmp_path, class_weights):
     widths = [b["input_ids"].shape[1] for b in batches]
     assert widths == sorted(widths)
     assert sorted(int(n) for b in batches for n in b["attention_mask"].sum(dim=1)) == sorted(n + 2 for n in lengths)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=128), min_size=0, max_size=300), st.integers(min_value=1, max_value=40), st.integers(0, 2**31))
+def test_length_buckets_are_batches_of_similar_length_in_random_order(lengths, batch_size, seed):
+    import torch
+
+    from smm4h_cli.training import hf
+
+    order = hf.length_buckets(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    assert sorted(order) == list(range(len(lengths)))  # every post once
+    assert order == hf.length_buckets(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    full = len(lengths) // batch_size
+    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
+    rest = order[full * batch_size:]
+    # the posts were sorted by length within the noise: batches, put in order, do not overlap
+    # beyond it, and the short batch holds the longest posts
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
+    for (_, high), (low, _) in zip(spans, spans[1:]):
+        assert high * (1 - hf.LENGTH_NOISE) <= low * (1 + hf.LENGTH_NOISE)
+    if rest and batches:
+        assert min(lengths[i] for i in rest) * (1 + hf.LENGTH_NOISE) >= spans[-1][0] * (1 - hf.LENGTH_NOISE)
+
+
+def test_length_buckets_pad_little_and_differ_by_epoch():
+    import random
+
+    import torch
+
+    from smm4h_cli.training import hf
+
+    rng = random.Random(0)
+    lengths = [max(3, int(rng.gammavariate(4.0, 54 / 4))) for _ in range(2000)]
+    generator = torch.Generator().manual_seed(0)
+    first, second = (hf.length_buckets(lengths, 32, generator=generator) for _ in range(2))
+
+    def padding(order):
+        batches = [order[i:i + 32] for i in range(0, len(order), 32)]
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths) - 1
+
+    assert padding(first) < 0.06 and padding(second) < 0.06
+    assert padding(rng.sample(range(2000), 2000)) > 0.5  # against random batches
+    assert [sorted(first[i:i + 32]) for i in range(0, 2000, 32)] != [sorted(second[i:i + 32]) for i in range(0, 2000, 32)]
+    assert first[:32] != second[:32]
+
+
+@slow
+def test_training_batches_come_from_length_buckets(tmp_path):
+    """The Trainer's training data loader cuts the buckets: every post once an epoch, in batches
+    of similar length, and the order changes from epoch to epoch."""
+    import torch
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    from smm4h_cli.models import minilm_path
+    from smm4h_cli.training import hf
+
+    model, tokenizer = hf.load_classifier(minilm_path(), new_head_seed=0)
+    lengths = [(7 * i) % 61 + 1 for i in range(100)]
+    posts = hf.labelled_posts(tokenizer, ["word " * n for n in lengths], [i % 2 for i in range(len(lengths))], 128, False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), train_sampling_strategy="group_by_length", per_device_train_batch_size=8,
+        use_cpu=True, report_to="none", disable_tqdm=True,
+    )
+    trainer = hf.trainer_class(None)(model=model, args=args, train_dataset=posts, data_collator=DataCollatorWithPadding(tokenizer))
+    torch.manual_seed(0)
+    epochs = [[[int(n) for n in b["attention_mask"].sum(dim=1)] for b in trainer.get_train_dataloader()] for _ in range(2)]
+    for batches in epochs:
+        assert sorted(n for b in batches for n in b) == sorted(n + 2 for n in lengths)
+        spans = sorted((min(b), max(b)) for b in batches)  # batches of similar length: put in order,
+        for (_, high), (low, _) in zip(spans, spans[1:]):  # they overlap by no more than the noise
+            assert high * (1 - hf.LENGTH_NOISE) <= low * (1 + hf.LENGTH_NOISE)
+    assert epochs[0] != epochs[1]

@@ -127,6 +127,15 @@ def test_training_attention_is_sdpas_with_the_masks_dropout():
         module.train()
         assert ours.shape == reference.shape == (2, 6, 4, 8)
         assert torch.allclose(ours, reference, atol=1e-5)
+    # bf16 (autocast's) inputs: computed in fp32 as torch's math path computes them
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    qb, kb, vb = (t.to(torch.bfloat16) for t in (q, k, v))
+    ours, _ = cpu.attention(module, qb, kb, vb, padding, dropout=1e-7, scaling=0.3)
+    with sdpa_kernel(SDPBackend.MATH):
+        math = torch.nn.functional.scaled_dot_product_attention(qb, kb, vb, attn_mask=padding, scale=0.3).transpose(1, 2)
+    assert ours.dtype == torch.bfloat16
+    assert (ours.float() - math.float()).abs().max() <= 2 ** -8 * math.float().abs().max()  # within bf16's rounding
     torch.manual_seed(0)
     dropped, _ = cpu.attention(module, q, k, v, padding, dropout=0.5, scaling=0.3)
     assert not torch.allclose(dropped, reference, atol=1e-3)  # at 0.5 it does drop

@@ -78,8 +78,9 @@ class Dropout(nn.Dropout):
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
     """transformers' ``sdpa`` attention, except in a CPU training step with dropout: there the
-    same operations torch's math path runs (scores, mask, softmax, dropout, weighted sum), with
-    ``keep_mask``'s dropout. Causal and grouped-query attention always go to ``sdpa``."""
+    operations torch's math path runs (scores, mask, softmax, dropout, weighted sum), in fp32 as
+    it computes them (bf16 inputs too), with ``keep_mask``'s dropout. Causal and grouped-query
+    attention always go to ``sdpa``."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     plain = (
@@ -89,15 +90,18 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    weights = torch.softmax(scores, dim=-1)
-    weights = weights * keep_mask(weights, dropout)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+    dtype = value.dtype
+    with torch.autocast("cpu", enabled=False):
+        query, key, value = query.float(), key.float(), value.float()
+        scores = torch.matmul(query * scaling, key.transpose(2, 3))
+        if attention_mask is not None:
+            if attention_mask.dtype == torch.bool:
+                scores = scores.masked_fill(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
+            else:
+                scores = scores + attention_mask
+        weights = torch.softmax(scores, dim=-1)
+        weights = weights * keep_mask(weights, dropout)
+        return torch.matmul(weights, value).to(dtype).transpose(1, 2).contiguous(), None
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)

@@ -153,6 +153,25 @@ def matmul_peak(dtype, threads: int, size: int = 2048, reps: int = 6) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident memory (VmHWM) afresh (Linux: clear_refs 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since ``reset_peak_rss``, in MB (kB / 1024); NaN off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -> dict:
     """One training run of ``name`` on ``data``; times split by the progress events."""
     parts = arm_parts(name)
@@ -209,8 +228,10 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
             out=out, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, device="cpu",
             threads=args.threads, force=True, **options_extra,
         )
+        reset_peak_rss()
         started, cpu0 = time.perf_counter(), time.process_time()
         result = train_seeds(options, [args.seed], data, dev, None, progress=progress)
+        peak = peak_rss_mb()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
     finally:
         transformers.TrainingArguments = real  # train_one imports it from transformers at each call
@@ -224,7 +245,7 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
         "wall": wall, "cpu": cpu, "train_seconds": run.metrics["train_seconds"],
         "steps_wall": steps[-1][0] - steps[0][0] if len(steps) > 1 else float("nan"),
         "steps_cpu": steps[-1][1] - steps[0][1] if len(steps) > 1 else float("nan"),
-        "n_steps": len(steps), "f1": run.best["f1"],
+        "n_steps": len(steps), "f1": run.best["f1"], "peak_mb": peak,
     }
 
 
@@ -286,7 +307,7 @@ def f1_check(train: pl.DataFrame, dev: pl.DataFrame, arms: list[str], seeds: lis
                 res = run_arm(arm, train, dev, args, Path(tmp) / f"f1-{arm}-{seed}")
                 f1[arm].append(res["f1"])
                 print(f"seed {seed} {arm:14}: best dev F1 {res['f1']:.4f}; {res['train_seconds']:.0f} s ({res['train_seconds'] / args.epochs:.1f} s per epoch), "
-                      f"steps {res['steps_wall']:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+                      f"steps {res['steps_wall']:.0f} s; peak RSS {res['peak_mb']:.0f} MB; load {os.getloadavg()[0]:.1f}", flush=True)
     first = arms[0]
     for arm in arms:
         diff = statistics.mean(a - b for a, b in zip(f1[arm], f1[first]))
@@ -370,7 +391,7 @@ def main() -> None:
                     tok = stats[set_name]["tokens"] * args.epochs
                     print(f"round {r + 1} {set_name:6} {arm:14}: {res['train_seconds']:6.1f} s train_seconds, steps {res['steps_wall']:6.1f} s wall "
                           f"({res['steps_cpu']:6.1f} s CPU) for {res['n_steps']} steps, evaluation {res['eval_wall']:5.1f} s -> {tok / res['steps_wall']:6.0f} tokens/s in steps, "
-                          f"{tok / res['train_seconds']:6.0f} tokens/s overall; dev F1 {res['f1']:.3f}; "
+                          f"{tok / res['train_seconds']:6.0f} tokens/s overall; dev F1 {res['f1']:.3f}; peak RSS {res['peak_mb']:.0f} MB; "
                           f"peak bf16 {peaks['bf16'][-1]:.0f} fp32 {peaks['fp32'][-1]:.0f} GFLOP/s; load {loads[-1]:.1f}", flush=True)
     bf16, fp32 = statistics.median(peaks["bf16"]), statistics.median(peaks["fp32"])
     print(f"\nmatmul peak (2048 x 2048, {args.threads} threads), median of {len(peaks['bf16'])}: bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f} GFLOP/s; "
@@ -386,7 +407,7 @@ def main() -> None:
         f1s = ", ".join(f"{r['f1']:.3f}" for r in runs)
         print(f"{set_name:6} {arm:14}: bound {bound:5.1f} s; steps {steps:6.1f} s = {tok / steps:5.0f} tokens/s = {bound / steps:5.1%} of the bound; "
               f"steps by CPU time / threads {cpu:6.1f} s = {bound / cpu:5.1%}; evaluation {ev:5.1f} s; whole epoch(s) {total:6.1f} s = {tok / total:5.0f} tokens/s = {bound / total:5.1%} of the bound (target >= 50%); "
-              f"dev F1 {f1s}", flush=True)
+              f"dev F1 {f1s}; peak RSS {max(r['peak_mb'] for r in runs):.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""training.dropout: the same dropout as torch's, its mask drawn faster on a CPU; installed in the
-embedded MiniLM it changes nothing outside a training step, and inside one it drops what
-``nn.Dropout`` would, at the same rate, reproducibly."""
+"""training.cpu: the same dropout as torch's (the same distribution), its mask drawn faster on a
+CPU; installed in the embedded MiniLM it changes nothing outside a training step, and inside one
+it drops at the same rate, reproducibly, with attention computed as torch's math path does. And
+glibc keeping freed memory while training, and giving it back after."""
 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 
@@ -93,6 +95,23 @@ def test_install_keeps_weights_and_predictions_and_trains_reproducibly():
         loss.backward()
         return loss.item(), fast.classifier.weight.grad.clone()
 
+    masks = []
+    real_keep_mask = cpu.keep_mask
+
+    def counted(like, p):
+        masks.append(tuple(like.shape))
+        return real_keep_mask(like, p)
+
+    cpu.keep_mask = counted
+    try:
+        loss_and_grad(7)
+    finally:
+        cpu.keep_mask = real_keep_mask
+    heads = fast.config.num_attention_heads
+    attention_masks = [m for m in masks if len(m) == 4 and m[1] == heads]
+    assert len(attention_masks) == fast.config.num_hidden_layers  # every layer's attention on the fast path
+    assert len(masks) == sum(isinstance(m, cpu.Dropout) for m in fast.modules()) - fast.config.num_hidden_layers + len(attention_masks)
+
     first, again, other = loss_and_grad(7), loss_and_grad(7), loss_and_grad(8)
     assert first[0] == again[0] and torch.equal(first[1], again[1])
     assert first[0] != other[0]  # dropout is on: another seed, other masks
@@ -136,6 +155,13 @@ def test_training_attention_is_sdpas_with_the_masks_dropout():
         math = torch.nn.functional.scaled_dot_product_attention(qb, kb, vb, attn_mask=padding, scale=0.3).transpose(1, 2)
     assert ours.dtype == torch.bfloat16
     assert (ours.float() - math.float()).abs().max() <= 2 ** -8 * math.float().abs().max()  # within bf16's rounding
+    # arguments the fast path does not know (T5's relative position bias) go to sdpa
+    bias = torch.randn(1, 4, 6, 6)
+    ours, _ = cpu.attention(module, q, k, v, None, dropout=1e-7, scaling=0.3, position_bias=bias)
+    module.eval()
+    reference, _ = sdpa_attention_forward(module, q, k, v, None, dropout=0.0, scaling=0.3, position_bias=bias)
+    module.train()
+    assert torch.allclose(ours, reference, atol=1e-5)
     torch.manual_seed(0)
     dropped, _ = cpu.attention(module, q, k, v, padding, dropout=0.5, scaling=0.3)
     assert not torch.allclose(dropped, reference, atol=1e-3)  # at 0.5 it does drop
@@ -149,7 +175,10 @@ def _rss_mb() -> float:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc" or "LD_PRELOAD" in os.environ or cpu._user_tuned_malloc(),
+    reason="glibc's allocator, untuned",
+)
 def test_freed_memory_is_kept_while_training_and_returned_after():
     def allocate_and_free() -> float:
         before = _rss_mb()

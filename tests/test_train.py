@@ -514,6 +514,18 @@ def test_evaluation_batches_are_in_length_order(tmp_path, class_weights):
     assert sorted(int(n) for b in batches for n in b["attention_mask"].sum(dim=1)) == sorted(n + 2 for n in lengths)
 
 
+def _similar_lengths(batches: list[list[int]]) -> bool:
+    """Posts sorted by length within the noise: of any two batches, one ends (less the noise)
+    where the other starts (plus the noise)."""
+    from smm4h_cli.training.hf import LENGTH_NOISE
+
+    spans = [(min(b), max(b)) for b in batches]
+    return all(
+        a_hi * (1 - LENGTH_NOISE) <= b_lo * (1 + LENGTH_NOISE) or b_hi * (1 - LENGTH_NOISE) <= a_lo * (1 + LENGTH_NOISE)
+        for i, (a_lo, a_hi) in enumerate(spans) for (b_lo, b_hi) in spans[i + 1:]
+    )
+
+
 @given(st.lists(st.integers(min_value=1, max_value=128), min_size=0, max_size=300), st.integers(min_value=1, max_value=40), st.integers(0, 2**31))
 def test_length_buckets_are_batches_of_similar_length_in_random_order(lengths, batch_size, seed):
     import torch
@@ -524,15 +536,14 @@ def test_length_buckets_are_batches_of_similar_length_in_random_order(lengths, b
     assert sorted(order) == list(range(len(lengths)))  # every post once
     assert order == hf.length_buckets(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
     full = len(lengths) // batch_size
-    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
-    rest = order[full * batch_size:]
-    # the posts were sorted by length within the noise: batches, put in order, do not overlap
-    # beyond it, and the short batch holds the longest posts
-    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
-    for (_, high), (low, _) in zip(spans, spans[1:]):
-        assert high * (1 - hf.LENGTH_NOISE) <= low * (1 + hf.LENGTH_NOISE)
-    if rest and batches:
-        assert min(lengths[i] for i in rest) * (1 + hf.LENGTH_NOISE) >= spans[-1][0] * (1 - hf.LENGTH_NOISE)
+    batches = [[lengths[i] for i in order[k * batch_size:(k + 1) * batch_size]] for k in range(full)]
+    rest = [lengths[i] for i in order[full * batch_size:]]
+    assert _similar_lengths(batches + ([rest] if rest else []))
+    noise = hf.LENGTH_NOISE
+    if batches:  # the longest posts first, the short batch (the shortest posts) last, within the noise
+        assert max(batches[0]) * (1 + noise) >= max(lengths) * (1 - noise)
+        if rest:
+            assert min(rest) * (1 - noise) <= min(lengths) * (1 + noise)
 
 
 def test_length_buckets_pad_little_and_differ_by_epoch():
@@ -560,7 +571,8 @@ def test_length_buckets_pad_little_and_differ_by_epoch():
 @slow
 def test_training_batches_come_from_length_buckets(tmp_path):
     """The Trainer's training data loader cuts the buckets: every post once an epoch, in batches
-    of similar length, and the order changes from epoch to epoch."""
+    of similar length; the order changes with the epoch (the Trainer's set_epoch) and the seed,
+    and not with the random numbers drawn meanwhile."""
     import torch
     from transformers import DataCollatorWithPadding, TrainingArguments
 
@@ -570,16 +582,21 @@ def test_training_batches_come_from_length_buckets(tmp_path):
     model, tokenizer = hf.load_classifier(minilm_path(), new_head_seed=0)
     lengths = [(7 * i) % 61 + 1 for i in range(100)]
     posts = hf.labelled_posts(tokenizer, ["word " * n for n in lengths], [i % 2 for i in range(len(lengths))], 128, False)
-    args = TrainingArguments(
-        output_dir=str(tmp_path), train_sampling_strategy="group_by_length", per_device_train_batch_size=8,
-        use_cpu=True, report_to="none", disable_tqdm=True,
-    )
-    trainer = hf.trainer_class(None)(model=model, args=args, train_dataset=posts, data_collator=DataCollatorWithPadding(tokenizer))
-    torch.manual_seed(0)
-    epochs = [[[int(n) for n in b["attention_mask"].sum(dim=1)] for b in trainer.get_train_dataloader()] for _ in range(2)]
-    for batches in epochs:
-        assert sorted(n for b in batches for n in b) == sorted(n + 2 for n in lengths)
-        spans = sorted((min(b), max(b)) for b in batches)  # batches of similar length: put in order,
-        for (_, high), (low, _) in zip(spans, spans[1:]):  # they overlap by no more than the noise
-            assert high * (1 - hf.LENGTH_NOISE) <= low * (1 + hf.LENGTH_NOISE)
-    assert epochs[0] != epochs[1]
+
+    def epoch(e: int, seed: int = 0) -> list[list[int]]:
+        args = TrainingArguments(
+            output_dir=str(tmp_path), train_sampling_strategy="group_by_length", per_device_train_batch_size=8,
+            use_cpu=True, report_to="none", disable_tqdm=True, seed=seed, data_seed=seed,
+        )
+        trainer = hf.trainer_class(None)(model=model, args=args, train_dataset=posts, data_collator=DataCollatorWithPadding(tokenizer))
+        loader = trainer.get_train_dataloader()
+        loader.set_epoch(e)
+        torch.rand(1000)  # draws elsewhere do not move the order
+        return [[int(n) for n in b["attention_mask"].sum(dim=1)] for b in loader]
+
+    first = epoch(0)
+    assert sorted(n for b in first for n in b) == sorted(n + 2 for n in lengths)
+    assert _similar_lengths(first)
+    assert epoch(0) == first
+    assert epoch(1) != first
+    assert epoch(0, seed=1) != first

@@ -4,14 +4,16 @@ faster, and freed memory kept for the next step.
 Dropout
 -------
 
-On a CPU, ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, one call of the
-Mersenne Twister per element on one thread (the vectorised MKL path is taken only on Intel CPUs):
+On a CPU, ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, one 64-bit draw of
+the Mersenne Twister per element on one thread (torch takes a vectorised MKL path only on Intel
+CPUs, where the gain here may be small; measured on an AMD EPYC):
 about 4 ns per element, a quarter of a MiniLM training step on tweet-length posts (20 masks per
 step, 6 of them over the attention probabilities, batch x heads x length x length). Here a
 64-bit draw of the same generator gives four 16-bit numbers, each kept with probability
 ``1 - p`` (``p`` rounded to a multiple of 1/65536: 0.1 becomes 0.100006), so a mask costs about a
-quarter of that. The masks come from torch's default generator, seeded by the ``Trainer``, so the
-same seed gives the same masks, and a resumed run restores them with the generator's state.
+quarter of that: the same distribution, not the same masks as torch's for a seed. The masks come
+from torch's default generator, seeded by the ``Trainer``, so the same seed gives the same masks,
+and a resumed run restores them with the generator's state.
 
 ``install(model)`` puts this dropout in place of every ``nn.Dropout`` of the model and, for a
 model with scaled-dot-product attention, computes the attention of a training step with its
@@ -26,8 +28,8 @@ floats, 47 MB for MiniLM) and frees it at ``zero_grad``. glibc serves blocks ove
 ``mmap`` and unmaps them when freed, so each step the kernel maps and zeroes 11,000 fresh pages
 again: 13 ms for a fresh 47 MB block of zeros against 4 ms from glibc's heap (bench: 1-3% more
 tokens per second in training). ``freed_memory_kept()`` asks glibc, for the duration of
-training, to take every block from its heap and keep what is freed; afterwards the settings
-are put back and the unused memory is returned (``malloc_trim``). Elsewhere it does nothing.
+training, to take every block from its heap and keep what is freed; afterwards the unused
+memory is returned (``malloc_trim``). Elsewhere it does nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import torch
@@ -54,7 +57,7 @@ def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
     n = like.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-(2**63), None)
     numbers = bits.view(torch.int16)[:n].view(like.shape)  # uniform on [-32768, 32767]
-    threshold = round(p * _LEVELS) - _LEVELS // 2
+    threshold = min(round(p * _LEVELS), _LEVELS - 1) - _LEVELS // 2
     return (numbers >= threshold).to(like.dtype).mul_(1.0 / (1.0 - p))
 
 
@@ -80,12 +83,15 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     """transformers' ``sdpa`` attention, except in a CPU training step with dropout: there the
     operations torch's math path runs (scores, mask, softmax, dropout, weighted sum), in fp32 as
     it computes them (bf16 inputs too), with ``keep_mask``'s dropout. Causal and grouped-query
-    attention always go to ``sdpa``."""
+    attention, and any call with arguments beyond the mask (T5's ``position_bias``, a softcap),
+    always go to ``sdpa``."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    extra = any(v is not None for k, v in kwargs.items() if k != "is_causal")  # T5's position_bias, a softcap
+    causal = kwargs.get("is_causal")
     plain = (
-        dropout == 0.0 or not module.training or query.device.type != "cpu"
-        or kwargs.get("is_causal") or getattr(module, "is_causal", False) or key.shape[1] != query.shape[1]
+        dropout == 0.0 or not module.training or query.device.type != "cpu" or extra
+        or (getattr(module, "is_causal", True) if causal is None else causal) or key.shape[1] != query.shape[1]
     )
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
@@ -104,15 +110,25 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
         return torch.matmul(weights, value).to(dtype).transpose(1, 2).contiguous(), None
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-_GLIBC_TRIM_THRESHOLD, _GLIBC_MMAP_MAX = 128 * 1024, 65536  # glibc's defaults
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters (malloc.h)
+#: What glibc's thresholds are set to afterwards: where its dynamic adjustment ends on 64-bit
+#: systems (mmap threshold 32 MB, trim threshold twice that), and its default count of mmap blocks.
+_AFTER_MMAP_THRESHOLD, _AFTER_TRIM_THRESHOLD, _GLIBC_MMAP_MAX = 32 * 2**20, 64 * 2**20, 65536
+
+
+def _user_tuned_malloc() -> bool:
+    return "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ)
 
 
 @contextlib.contextmanager
 def freed_memory_kept():
-    """While training: glibc serves every block from its heap and keeps freed memory (see above)."""
+    """While training: glibc serves every block from its heap and keeps freed memory (see above).
+
+    Nothing is changed where the allocator is not glibc's, or where the user tuned it
+    (``GLIBC_TUNABLES``, ``MALLOC_*_``). glibc cannot be put back into its dynamic adjustment of
+    the thresholds once they are set, so afterwards they are set to where that adjustment ends."""
     libc = None
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and not _user_tuned_malloc():
         with contextlib.suppress(OSError, AttributeError):
             candidate = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             if candidate.gnu_get_libc_version and candidate.mallopt(_M_MMAP_MAX, 0):
@@ -125,7 +141,8 @@ def freed_memory_kept():
         yield
     finally:
         libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD)
+        libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM_THRESHOLD)
         libc.malloc_trim(0)
 
 
@@ -139,7 +156,8 @@ def install(model: nn.Module) -> nn.Module:
                 replacement.train(child.training)
                 setattr(parent, name, replacement)
     config = getattr(model, "config", None)
-    if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
+    can_switch = getattr(model, "_can_set_attn_implementation", None)
+    if config is not None and getattr(config, "_attn_implementation", None) == "sdpa" and can_switch is not None and can_switch():
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 

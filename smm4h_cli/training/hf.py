@@ -269,15 +269,16 @@ LENGTH_NOISE = 0.02
 
 
 def length_buckets(lengths: list[int], batch_size: int, generator=None) -> list[int]:
-    """An epoch's order of the posts: batches of posts of similar length, the batches in random order.
+    """An epoch's order of the posts: batches of posts of similar length, in random order.
 
     The posts are sorted by their length times a random factor in [1 - LENGTH_NOISE, 1 +
-    LENGTH_NOISE] (ties in random order), cut into batches of ``batch_size``, and the full
-    batches shuffled; the one short batch, if any, comes last, so that the data loader cuts the
-    same batches. Bucketing as AllenNLP's and fairseq's samplers do it: the ``Trainer``'s own
-    grouping sorts only within groups of at most 50 batches and never fewer than four groups
-    (on 2,000 PsyTAR sentences, 15 batches): on sets of 40,000 tokens it computes 25% padding, here 5%.
-    Draws from ``generator`` (default: torch's global generator, which the ``Trainer`` seeds).
+    LENGTH_NOISE] (ties in random order) and cut into batches of ``batch_size``; the one short
+    batch, if any, holds the shortest posts and comes last (so that the data loader cuts the same
+    batches), the batch of the longest posts comes first (an out-of-memory error shows at once,
+    as with the ``Trainer``'s grouping), and the other batches are shuffled. Bucketing as
+    AllenNLP's and fairseq's samplers do it: the ``Trainer``'s own grouping sorts only within
+    groups of at most 50 batches and never fewer than four groups (on 2,000 PsyTAR sentences,
+    15 batches): on sets of 40,000 tokens it computes 25% padding, here 5%.
     """
     import torch
 
@@ -286,29 +287,41 @@ def length_buckets(lengths: list[int], batch_size: int, generator=None) -> list[
         return []
     noisy = torch.tensor(lengths, dtype=torch.float64) * (1 + LENGTH_NOISE * (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1))
     shuffled = torch.randperm(n, generator=generator)
-    order = shuffled[torch.argsort(noisy[shuffled], stable=True)].tolist()
-    full = n // batch_size
-    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
-    rest = order[full * batch_size:]
-    return [i for b in torch.randperm(full, generator=generator).tolist() for i in batches[b]] + rest
+    order = shuffled[torch.argsort(noisy[shuffled], stable=True)].tolist()  # shortest first
+    short = n % batch_size
+    rest, order = order[:short], order[short:]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if not batches:
+        return rest
+    middle = [batches[i] for i in torch.randperm(len(batches) - 1, generator=generator).tolist()]
+    return [i for b in [batches[-1], *middle] for i in b] + rest
 
 
 class LengthBuckets:
-    """The training sampler of ``length_buckets``: a new order every epoch, from torch's generator."""
+    """The training sampler of ``length_buckets``: a new order every epoch (``set_epoch``, which the
+    ``Trainer`` calls), drawn from a generator of its own seeded by ``seed`` and the epoch, so that
+    the order does not depend on how many random numbers training drew before."""
 
-    def __init__(self, lengths: list[int], batch_size: int):
-        self.lengths, self.batch_size = lengths, batch_size
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self):
-        return iter(length_buckets(self.lengths, self.batch_size))
+        import torch
+
+        state = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+        return iter(length_buckets(self.lengths, self.batch_size, torch.Generator().manual_seed(state)))
 
 
 def trainer_class(class_weights: list[float] | None):
-    """The ``Trainer`` with evaluation in order of length, its cross-entropy weighted by
-    ``class_weights`` where given.
+    """The ``Trainer`` with training batches from ``LengthBuckets`` (with ``group_by_length``, on
+    one process; data-parallel runs keep the ``Trainer``'s own grouping), evaluation in order of
+    length, and its cross-entropy weighted by ``class_weights`` where given.
 
     Evaluation in order of length: an evaluation batch holds posts of similar length, so it is
     padded little (the ``Trainer``'s own length grouping of evaluation shuffles the posts in
@@ -326,7 +339,8 @@ def trainer_class(class_weights: list[float] | None):
             if not grouped or dataset is None or self.args.world_size > 1 or not hasattr(dataset, "__len__"):
                 return super()._get_train_sampler(train_dataset)
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthBuckets([len(dataset[i]["input_ids"]) for i in range(len(dataset))], batch)
+            seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+            return LengthBuckets([len(dataset[i]["input_ids"]) for i in range(len(dataset))], batch, seed)
 
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is None or self.args.world_size > 1 or not hasattr(eval_dataset, "__len__"):

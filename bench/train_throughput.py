@@ -34,6 +34,7 @@ saving, set-up inside the Trainer). Tokens/s is the training set's real tokens p
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import sys
@@ -59,13 +60,13 @@ ARMS: dict[str, tuple[dict, dict]] = {
     "eval-grouped": ({}, {}),  # evaluation batches by the Trainer's own length grouping
     "torch-dropout": ({}, {}),  # torch's own dropout and sdpa attention (no training.cpu.install)
     "trainer-grouping": ({}, {}),  # the Trainer's LengthGroupedSampler, not hf.length_buckets
-    "mmap": ({}, {}),  # glibc's default allocation (no training.cpu.freed_memory_kept)
+    "malloc": ({}, {}),  # glibc keeps freed memory during training (mallopt; tried, not kept: see RESULTS)
     "fp32": ({"precision": "fp32"}, {}),
     "adamw-foreach": ({}, {"optim": "adamw_torch"}),
     "compile": ({}, {"torch_compile": True}),
     "batch64": ({"batch_size": 64}, {}),
 }
-ALIASES = {"before": "torch-dropout+trainer-grouping+mmap"}
+ALIASES = {"before": "torch-dropout+trainer-grouping"}
 
 
 def arm_parts(name: str) -> list[str]:
@@ -214,15 +215,15 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
             return TrainerGrouping
 
         hf.trainer_class = trainer_grouping
-    import contextlib
-
     from smm4h_cli.training import cpu as cpu_training
 
-    install, kept = cpu_training.install, cpu_training.freed_memory_kept
+    install = cpu_training.install
     if "torch-dropout" in parts:
         cpu_training.install = lambda model: model
-    if "mmap" in parts:
-        cpu_training.freed_memory_kept = contextlib.nullcontext
+    libc = None
+    if "malloc" in parts:  # every block from glibc's heap, freed memory kept; put back afterwards
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0), libc.mallopt(-1, 1 << 30)  # M_MMAP_MAX, M_TRIM_THRESHOLD
     try:
         options = TrainOptions(
             out=out, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, device="cpu",
@@ -236,7 +237,9 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
     finally:
         transformers.TrainingArguments = real  # train_one imports it from transformers at each call
         hf.trainer_class = trainer_class
-        cpu_training.install, cpu_training.freed_memory_kept = install, kept
+        cpu_training.install = install
+        if libc is not None:
+            libc.mallopt(-4, 65536), libc.mallopt(-3, 32 * 2**20), libc.mallopt(-1, 64 * 2**20), libc.malloc_trim(0)
     steps = [(t, c) for t, c, e in events if not e.milestone and e.done > 0]
     evaluated = [t for t, c, e in events if e.milestone and "val F1" in e.detail]
     run = result.runs[0]
@@ -251,8 +254,8 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
 
 def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
     """A torch.profiler table of ``n_steps`` training steps as the Trainer takes them (bf16
-    autocast, backward, gradient clipping at 1.0, fused AdamW, ``training.cpu``'s dropout and
-    allocation), on batches of the set's median padded shape."""
+    autocast, backward, gradient clipping at 1.0, fused AdamW, ``training.cpu``'s dropout),
+    on batches of the set's median padded shape."""
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
@@ -281,12 +284,11 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    with cpu_training.freed_memory_kept():
-        for _ in range(3):
+    for _ in range(3):
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n_steps):
             step()
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(n_steps):
-                step()
     print(f"profile: {n_steps} steps of {args.batch_size} x {width} tokens", flush=True)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
 

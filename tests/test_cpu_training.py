@@ -1,14 +1,10 @@
 """training.cpu: the same dropout as torch's (the same distribution), its mask drawn faster on a
 CPU; installed in the embedded MiniLM it changes nothing outside a training step, and inside one
-it drops at the same rate, reproducibly, with attention computed as torch's math path does. And
-glibc keeping freed memory while training, and giving it back after."""
+it drops at the same rate, reproducibly, with attention computed as torch's math path does."""
 
 from __future__ import annotations
 
 import math
-import os
-import platform
-import sys
 
 import pytest
 import torch
@@ -166,29 +162,3 @@ def test_training_attention_is_sdpas_with_the_masks_dropout():
     dropped, _ = cpu.attention(module, q, k, v, padding, dropout=0.5, scaling=0.3)
     assert not torch.allclose(dropped, reference, atol=1e-3)  # at 0.5 it does drop
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc" or "LD_PRELOAD" in os.environ or cpu._user_tuned_malloc(),
-    reason="glibc's allocator, untuned",
-)
-def test_freed_memory_is_kept_while_training_and_returned_after():
-    def allocate_and_free() -> float:
-        before = _rss_mb()
-        block = torch.ones(64 * 2**20 // 4)  # 64 MB, every page touched
-        del block
-        return _rss_mb() - before
-
-    assert allocate_and_free() < 16  # glibc's default: a block this large is unmapped when freed
-    start = _rss_mb()
-    with cpu.freed_memory_kept():
-        assert allocate_and_free() > 48  # kept in the heap for the next step
-    assert _rss_mb() - start < 16  # given back afterwards
-    assert allocate_and_free() < 16  # and glibc's default is back

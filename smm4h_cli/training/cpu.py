@@ -1,8 +1,4 @@
-"""Training on CPUs near the hardware's limit, with the same training: dropout's masks drawn 4x
-faster, and freed memory kept for the next step.
-
-Dropout
--------
+"""Training on CPUs nearer the hardware's limit, with the same training: dropout's masks drawn 4x faster.
 
 On a CPU, ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, one 64-bit draw of
 the Mersenne Twister per element on one thread (torch takes a vectorised MKL path only on Intel
@@ -20,25 +16,9 @@ model with scaled-dot-product attention, computes the attention of a training st
 dropout here too: torch's fused CPU attention kernels take no dropout, so with dropout torch
 computes attention in plain operations anyway (``_scaled_dot_product_attention_math``), with a
 ``bernoulli_`` mask. Everywhere else (evaluation, prediction, CUDA) nothing changes.
-
-Memory
-------
-Every step the backward pass allocates the dense gradient of the word embeddings (30,522 x 384
-floats, 47 MB for MiniLM) and frees it at ``zero_grad``. glibc serves blocks over 32 MB with
-``mmap`` and unmaps them when freed, so each step the kernel maps and zeroes 11,000 fresh pages
-again: 13 ms for a fresh 47 MB block of zeros against 4 ms from glibc's heap (bench: 1-3% more
-tokens per second in training). ``freed_memory_kept()`` asks glibc, for the duration of
-training, to take every block from its heap and keep what is freed; afterwards the unused
-memory is returned (``malloc_trim``). Elsewhere it does nothing.
 """
 
 from __future__ import annotations
-
-import contextlib
-import ctypes
-import ctypes.util
-import os
-import sys
 
 import torch
 from torch import nn
@@ -108,42 +88,6 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
         weights = torch.softmax(scores, dim=-1)
         weights = weights * keep_mask(weights, dropout)
         return torch.matmul(weights, value).to(dtype).transpose(1, 2).contiguous(), None
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters (malloc.h)
-#: What glibc's thresholds are set to afterwards: where its dynamic adjustment ends on 64-bit
-#: systems (mmap threshold 32 MB, trim threshold twice that), and its default count of mmap blocks.
-_AFTER_MMAP_THRESHOLD, _AFTER_TRIM_THRESHOLD, _GLIBC_MMAP_MAX = 32 * 2**20, 64 * 2**20, 65536
-
-
-def _user_tuned_malloc() -> bool:
-    return "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ)
-
-
-@contextlib.contextmanager
-def freed_memory_kept():
-    """While training: glibc serves every block from its heap and keeps freed memory (see above).
-
-    Nothing is changed where the allocator is not glibc's, or where the user tuned it
-    (``GLIBC_TUNABLES``, ``MALLOC_*_``). glibc cannot be put back into its dynamic adjustment of
-    the thresholds once they are set, so afterwards they are set to where that adjustment ends."""
-    libc = None
-    if sys.platform.startswith("linux") and not _user_tuned_malloc():
-        with contextlib.suppress(OSError, AttributeError):
-            candidate = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            if candidate.gnu_get_libc_version and candidate.mallopt(_M_MMAP_MAX, 0):
-                libc = candidate
-    if libc is None:  # not glibc (macOS, musl): nothing to do
-        yield
-        return
-    try:
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-        yield
-    finally:
-        libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
-        libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM_THRESHOLD)
-        libc.malloc_trim(0)
 
 
 def install(model: nn.Module) -> nn.Module:

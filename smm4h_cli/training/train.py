@@ -20,7 +20,6 @@ evaluation batch holds posts of similar length too; the scores of a set do not d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -222,8 +221,7 @@ def train_one(
     resumed_epoch = 0.0 if last is None else json.loads((Path(last) / "trainer_state.json").read_text())["epoch"]
     started = time.perf_counter()
     try:
-        with cpu.freed_memory_kept() if device == "cpu" else contextlib.nullcontext():
-            result = trainer.train(resume_from_checkpoint=last)
+        result = trainer.train(resume_from_checkpoint=last)
     except torch.OutOfMemoryError:
         raise RunError(f"out of memory while training seed {seed}: lower --batch-size or --max-length.") from None
     seconds = time.perf_counter() - started

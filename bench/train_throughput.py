@@ -54,12 +54,12 @@ from smm4h_cli.training.train import TrainOptions, train_seeds  # noqa: E402
 
 #: Arms: name -> (TrainOptions overrides, TrainingArguments overrides). "default" is `smm4h train`'s;
 #: the arms without overrides undo one part of it (see run_arm). Arms combine with "+";
-#: "before" is the default as it was before training.cpu and hf.length_buckets.
+#: "before" is the default as it was before training.cpu and batches.length_buckets.
 ARMS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
     "eval-grouped": ({}, {}),  # evaluation batches by the Trainer's own length grouping
     "torch-dropout": ({}, {}),  # torch's own dropout and sdpa attention (no training.cpu.install)
-    "trainer-grouping": ({}, {}),  # the Trainer's LengthGroupedSampler, not hf.length_buckets
+    "trainer-grouping": ({}, {}),  # the Trainer's LengthGroupedSampler, not batches.length_buckets
     "malloc": ({}, {}),  # glibc keeps freed memory during training (mallopt; tried, not kept: see RESULTS)
     "fp32": ({"precision": "fp32"}, {}),
     "adamw-foreach": ({}, {"optim": "adamw_torch"}),

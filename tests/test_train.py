@@ -517,7 +517,7 @@ def test_evaluation_batches_are_in_length_order(tmp_path, class_weights):
 def _similar_lengths(batches: list[list[int]]) -> bool:
     """Posts sorted by length within the noise: of any two batches, one ends (less the noise)
     where the other starts (plus the noise)."""
-    from smm4h_cli.training.hf import LENGTH_NOISE
+    from smm4h_cli.training.batches import LENGTH_NOISE
 
     spans = [(min(b), max(b)) for b in batches]
     return all(
@@ -530,16 +530,16 @@ def _similar_lengths(batches: list[list[int]]) -> bool:
 def test_length_buckets_are_batches_of_similar_length_in_random_order(lengths, batch_size, seed):
     import torch
 
-    from smm4h_cli.training import hf
+    from smm4h_cli.training.batches import LENGTH_NOISE, length_buckets
 
-    order = hf.length_buckets(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    order = length_buckets(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
     assert sorted(order) == list(range(len(lengths)))  # every post once
-    assert order == hf.length_buckets(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    assert order == length_buckets(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
     full = len(lengths) // batch_size
     batches = [[lengths[i] for i in order[k * batch_size:(k + 1) * batch_size]] for k in range(full)]
     rest = [lengths[i] for i in order[full * batch_size:]]
     assert _similar_lengths(batches + ([rest] if rest else []))
-    noise = hf.LENGTH_NOISE
+    noise = LENGTH_NOISE
     if batches:  # the longest posts first, the short batch (the shortest posts) last, within the noise
         assert max(batches[0]) * (1 + noise) >= max(lengths) * (1 - noise)
         if rest:
@@ -551,12 +551,12 @@ def test_length_buckets_pad_little_and_differ_by_epoch():
 
     import torch
 
-    from smm4h_cli.training import hf
+    from smm4h_cli.training.batches import length_buckets
 
     rng = random.Random(0)
     lengths = [max(3, int(rng.gammavariate(4.0, 54 / 4))) for _ in range(2000)]
     generator = torch.Generator().manual_seed(0)
-    first, second = (hf.length_buckets(lengths, 32, generator=generator) for _ in range(2))
+    first, second = (length_buckets(lengths, 32, generator=generator) for _ in range(2))
 
     def padding(order):
         batches = [order[i:i + 32] for i in range(0, len(order), 32)]

@@ -17,6 +17,7 @@ import numpy as np
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.progress import ProgressFn, report
+from smm4h_cli.training.batches import LengthBuckets, length_order, post_lengths
 from smm4h_cli.training.metrics import binary_scores
 
 #: Seconds the reachability probe of the Hugging Face Hub may take, all in all (no retries).
@@ -259,65 +260,6 @@ def precision_args(precision: str) -> dict[str, bool]:
 # ----------------------------------------------------------------------------- Trainer adapters
 
 
-def length_order(dataset) -> list[int]:
-    """The indices of ``dataset``'s posts, shortest first (ties in their order)."""
-    return sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))
-
-
-#: Relative noise on the lengths by which ``length_buckets`` sorts, so batches differ by epoch.
-LENGTH_NOISE = 0.02
-
-
-def length_buckets(lengths: list[int], batch_size: int, generator=None) -> list[int]:
-    """An epoch's order of the posts: batches of posts of similar length, in random order.
-
-    The posts are sorted by their length times a random factor in [1 - LENGTH_NOISE, 1 +
-    LENGTH_NOISE] (ties in random order) and cut into batches of ``batch_size``; the one short
-    batch, if any, holds the shortest posts and comes last (so that the data loader cuts the same
-    batches), the batch of the longest posts comes first (an out-of-memory error shows at once,
-    as with the ``Trainer``'s grouping), and the other batches are shuffled. Bucketing as
-    AllenNLP's and fairseq's samplers do it: the ``Trainer``'s own grouping sorts only within
-    groups of at most 50 batches and never fewer than four groups (on 2,000 PsyTAR sentences,
-    15 batches): on sets of 40,000 tokens it computes 25% padding, here 5%.
-    """
-    import torch
-
-    n = len(lengths)
-    if n == 0:
-        return []
-    noisy = torch.tensor(lengths, dtype=torch.float64) * (1 + LENGTH_NOISE * (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1))
-    shuffled = torch.randperm(n, generator=generator)
-    order = shuffled[torch.argsort(noisy[shuffled], stable=True)].tolist()  # shortest first
-    short = n % batch_size
-    rest, order = order[:short], order[short:]
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if not batches:
-        return rest
-    middle = [batches[i] for i in torch.randperm(len(batches) - 1, generator=generator).tolist()]
-    return [i for b in [batches[-1], *middle] for i in b] + rest
-
-
-class LengthBuckets:
-    """The training sampler of ``length_buckets``: a new order every epoch (``set_epoch``, which the
-    ``Trainer`` calls), drawn from a generator of its own seeded by ``seed`` and the epoch, so that
-    the order does not depend on how many random numbers training drew before."""
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        import torch
-
-        state = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
-        return iter(length_buckets(self.lengths, self.batch_size, torch.Generator().manual_seed(state)))
-
-
 def trainer_class(class_weights: list[float] | None):
     """The ``Trainer`` with training batches from ``LengthBuckets`` (with ``group_by_length``, on
     one process; data-parallel runs keep the ``Trainer``'s own grouping), evaluation in order of
@@ -340,7 +282,7 @@ def trainer_class(class_weights: list[float] | None):
                 return super()._get_train_sampler(train_dataset)
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
-            return LengthBuckets([len(dataset[i]["input_ids"]) for i in range(len(dataset))], batch, seed)
+            return LengthBuckets(post_lengths(dataset), batch, seed)
 
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is None or self.args.world_size > 1 or not hasattr(eval_dataset, "__len__"):

@@ -8,7 +8,7 @@ import pytest
 from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, embed_groups
 from smm4h_cli.analysis.embeddings import SentenceEmbedder, cache_file, cache_key, resolve_embed_precision
 from smm4h_cli.analysis.groups import Group
-from smm4h_cli.analysis.projection import FFT_FROM, tsne, tsne_backend
+from smm4h_cli.analysis.projection import FFT_FROM, FFT_INTS_IN_INTERVAL, tsne, tsne_backend
 from smm4h_cli.errors import InputError
 
 
@@ -53,10 +53,12 @@ def test_embed_cluster_on_opentsne_when_the_threshold_is_lowered():
     groups = [Group("a", texts[:60]), Group("b", texts[60:])]
     runs = [embed_cluster(groups, EmbedClusterOptions(k=3, sample=0, seed=4, fft_from=100), embedder=embedder) for _ in range(2)]
     assert runs[0].metrics["settings"]["tsne"] == "opentsne"
+    assert runs[0].metrics["settings"]["tsne_grid"] == FFT_INTS_IN_INTERVAL  # which map it is, for 10k+ posts
     assert runs[0].points.columns == ["id", "group", "text", "x", "y", "cluster"]
     assert runs[0].points.equals(runs[1].points)
     default = embed_cluster(groups, EmbedClusterOptions(k=3, sample=0, seed=4), embedder=embedder)
     assert default.metrics["settings"]["tsne"] == "sklearn"
+    assert default.metrics["settings"]["tsne_grid"] is None
 
 
 @pytest.mark.parametrize("bad", [{"fft_from": -1}, {"precision": "fp16"}, {"precision": "half"}])

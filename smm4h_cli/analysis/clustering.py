@@ -37,7 +37,7 @@ import polars as pl
 from smm4h_cli.analysis.diversity import copying, group_rows, realism_scores, summary_line, vendi_scores
 from smm4h_cli.analysis.embeddings import PRECISIONS, Embedder, SentenceEmbedder, cache_key, check_model, embed_texts, model_label
 from smm4h_cli.analysis.groups import ROLE_SYNTHETIC, Group, equal_size_indices, post_ids, role_of
-from smm4h_cli.analysis.projection import FFT_FROM, tsne, tsne_backend
+from smm4h_cli.analysis.projection import FFT_FROM, FFT_INTS_IN_INTERVAL, tsne, tsne_backend
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import atomic_write, write_json
 from smm4h_cli.progress import ProgressEvent, ProgressFn
@@ -183,6 +183,7 @@ def embed_cluster(
     for row in rows:
         row["summary"] = summary_line(row, ref_vendi, vendi_n, k, options.copy_threshold, realism_k)
 
+    backend = tsne_backend(x.shape[0], options.fft_from)
     settings: dict[str, Any] = {
         "model": model_label(options.model),
         "k": k,
@@ -195,7 +196,8 @@ def embed_cluster(
         "posts_per_group": per_group if options.sample else None,
         "seed": options.seed,
         "perplexity": perplexity,
-        "tsne": tsne_backend(x.shape[0], options.fft_from),
+        "tsne": backend,
+        "tsne_grid": FFT_INTS_IN_INTERVAL if backend == "opentsne" else None,  # openTSNE's ints_in_interval
         "synthetic": [g.name for g in groups if roles[g.name] == ROLE_SYNTHETIC],
     }
     if k_scores:

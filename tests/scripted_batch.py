@@ -41,6 +41,7 @@ class ScriptedBatch(LoopbackServer):
         self.history: dict[str, list[str]] = {}  # the statuses each batch was seen in, in order
         self.creates = 0
         self.uploads = 0
+        self.deleted: list[str] = []  # the files deleted, in order
         self.in_progress_seen = 0
         self.submitted: list[list[int]] = []  # the calls of each batch, in creation order
         self.url = ""
@@ -122,7 +123,7 @@ class ScriptedBatch(LoopbackServer):
     async def _upload(self, request):
         form = await request.post()
         upload = form["file"]
-        fid = f"file-in-{len(self.files)}"
+        fid = f"file-in-{self.uploads}"
         self.files[fid] = upload.file.read()
         self.uploads += 1
         return web.json_response({"id": fid, "object": "file", "bytes": len(self.files[fid]), "created_at": 0,
@@ -133,6 +134,13 @@ class ScriptedBatch(LoopbackServer):
         if fid not in self.files:
             return web.json_response({"error": {"message": "no such file"}}, status=404)
         return web.Response(body=self.files[fid], content_type="application/octet-stream")
+
+    async def _delete(self, request):
+        fid = request.match_info["fid"]
+        if self.files.pop(fid, None) is None:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        self.deleted.append(fid)
+        return web.json_response({"id": fid, "object": "file", "deleted": True})
 
     async def _create(self, request):
         body = await request.json()
@@ -175,6 +183,7 @@ class ScriptedBatch(LoopbackServer):
         if self.batches_api:
             app.router.add_post("/v1/files", self._upload)
             app.router.add_get("/v1/files/{fid}/content", self._content)
+            app.router.add_delete("/v1/files/{fid}", self._delete)
             app.router.add_post("/v1/batches", self._create)
             app.router.add_get("/v1/batches", self._list)
             app.router.add_get("/v1/batches/{bid}", self._retrieve)

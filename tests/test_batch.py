@@ -44,6 +44,7 @@ def test_a_batch_run_writes_the_posts_of_the_synchronous_run_at_half_the_cost(tr
         posts, summary = generate(batch_options(server, tmp_path, **prices), train5, progress=events.append)
         assert server.creates == 1 and server.uploads == 1 and server.submitted == [[0, 1, 2]]
         assert server.history["batch_0"] == ["validating", "in_progress", "in_progress", "in_progress", "finalizing", "completed"]
+        assert server.deleted == ["file-in-0"] and "file-out-batch_0" in server.files  # the request file, not the answers
     assert posts.equals(sync) and posts.height == 30
     assert summary.calls_failed == 0 and summary.batches == ["batch_0"] and summary.price_factor == BATCH_PRICE_FACTOR
     assert summary.prompt_tokens == sync_summary.prompt_tokens > 0
@@ -63,6 +64,7 @@ def test_partial_failure_resubmits_the_failed_requests_once_then_reports_them(tr
     with ScriptedBatch([{"fail": {1: 500, 2: 400}}]) as server:
         posts, summary = generate(batch_options(server, tmp_path), train5)
         assert server.creates == 2 and server.submitted == [[0, 1, 2], [1]]
+        assert server.deleted == ["file-in-0", "file-in-1"]  # each round's request file, once its batch is over
     assert sorted(posts["call"].unique().to_list()) == [0, 1]
     assert summary.calls_failed == 1 and summary.errors == {"HTTP 400: scripted 400": 1}
     assert summary.calls_retried == 1 and summary.batches == ["batch_0", "batch_1"]

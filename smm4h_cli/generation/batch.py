@@ -178,6 +178,7 @@ class BatchRunner:
                 batch = self._attach(client, state)
                 batch = self._poll(client, batch, state)
                 answers, errors = self._collect(client, batch, state)
+                self._delete_input(client, state)
                 rounds_used = state["round"] + 1
                 for key in state["keys"]:
                     spec = pending.get(key)
@@ -287,6 +288,17 @@ class BatchRunner:
                                    lambda: client.batches.retrieve(batch.id), self._hint(state))
             except openai.NotFoundError:
                 return None
+
+    def _delete_input(self, client, state: dict) -> None:
+        """The round's request file, once its batch is over: deleted from the account, best effort
+        (a later round uploads its own; the batch's output and error files stay, as the batch
+        refers to them)."""
+        import openai
+
+        try:
+            client.files.delete(state["input_file_id"])
+        except openai.OpenAIError:
+            pass  # already gone, or the server keeps files: nothing is lost
 
     def _collect(self, client, batch, state: dict) -> tuple[dict[str, dict], dict[str, tuple[str, bool]]]:
         """Answers (checked) and errors ``(text, final)`` by custom id, from the batch's files."""

@@ -201,6 +201,9 @@ def test_outputs_and_figure_size(tmp_path):
     assert metrics == json.loads(json.dumps(result.metrics))
     write_outputs(result, tmp_path / "headless", plot=False)
     assert sorted(p.name for p in (tmp_path / "headless").iterdir()) == ["metrics.json", "points.parquet"]
+    write_outputs(result, tmp_path / "again", plot=True, seed=0)  # the same figure, the same bytes
+    for name in ("tsne.png", "tsne.svg"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "fig" / name).read_bytes()
 
 
 def test_table_rows_read_the_saved_metrics():

@@ -376,13 +376,12 @@ def write_outputs(result: Result, out_dir: Path, plot: bool = True, seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if plot:
-        from smm4h_cli.analysis.plots import DPI, tsne_figure
+        from smm4h_cli.analysis.plots import save_figure, tsne_figure
 
         fig = tsne_figure(result.points, result.roles, result.metrics, seed=seed)
         for name in ("tsne.png", "tsne.svg"):
-            target = out / name
-            atomic_write(target, lambda tmp, fmt=name.rsplit(".", 1)[1]: fig.savefig(tmp, format=fmt, dpi=DPI))
-            written.append(target)
+            save_figure(fig, out / name)
+            written.append(out / name)
     atomic_write(out / "points.parquet", lambda tmp: result.points.write_parquet(tmp))
     write_json(out / "metrics.json", _jsonable(result.metrics))
     written += [out / "points.parquet", out / "metrics.json"]

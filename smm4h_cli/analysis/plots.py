@@ -6,6 +6,7 @@ dpi (1400 × 1000 pixels): full text width of a paper page, with 10-point type.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,20 @@ import polars as pl
 
 WIDTH_IN, HEIGHT_IN, DPI = 7.0, 5.0, 200
 SIZE_PX = (int(WIDTH_IN * DPI), int(HEIGHT_IN * DPI))
+
+
+def save_figure(fig, target: Path) -> None:
+    """``fig`` written atomically to ``target``, in the format of its suffix (png, svg), the same
+    bytes for the same figure: no date or software stamp, and SVG ids from a fixed salt (else
+    matplotlib draws them at random)."""
+    import matplotlib
+
+    from smm4h_cli.io import atomic_write
+
+    fmt = Path(target).suffix.lstrip(".")
+    metadata = {"Software": None} if fmt == "png" else {"Date": None}
+    with matplotlib.rc_context({"svg.hashsalt": "smm4h"}):
+        atomic_write(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata))
 
 # Real negatives grey and real positives blue, as the eye reads "background" and "target";
 # synthetic groups in warm colours that stand out against both.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from smm4h_cli.io import atomic_write, read_records, write_json, write_records, write_text
+from smm4h_cli.io import read_records, write_json, write_records, write_text
 from smm4h_cli.study.layout import DOSE_FIGURE, FIGURE2, GAIN_FIGURE, StudyLayout
 from smm4h_cli.study.options import ARM_BASELINE
 from smm4h_cli.study.report import _data_rows, _generation_rows, _versions, literal, render_html, report_head, task_title
@@ -154,10 +154,10 @@ def dose_figures(layout: StudyLayout, rows: list[dict[str, Any]], unit: str) -> 
 
 
 def _save(fig, layout: StudyLayout, name: str) -> None:
-    from smm4h_cli.analysis.plots import DPI
+    from smm4h_cli.analysis.plots import save_figure
 
     for suffix in ("png", "svg"):
-        atomic_write(layout.dose_figure(name, suffix), lambda tmp, fmt=suffix: fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Software": None} if fmt == "png" else {"Date": None}))
+        save_figure(fig, layout.dose_figure(name, suffix))
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:

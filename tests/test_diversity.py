@@ -210,3 +210,28 @@ def test_realism_size_matched_and_k_lowered_for_tiny_samples():
     # no real positives: nothing to measure against
     realism, k = realism_scores(groups, sampled, {**roles, "train/label 1": "real"}, n=32, seed=0)
     assert k is None and all(v is None for v in realism.values())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prdc_in_one_chunked_pass_equals_the_whole_matrix(seed):
+    """The fake x real distances read once, in chunks of a few rows, give what the whole
+    matrices give: balls per fake post, real posts in a fake ball, nearest fake per real post."""
+    from sklearn.metrics import pairwise_distances
+
+    from smm4h_cli.analysis import diversity
+
+    rng = np.random.default_rng(seed)
+    real = rng.normal(size=(40, 5))
+    fake = np.vstack([rng.normal(size=(25, 5)) * 0.5, real[:3]])  # a few copies: boundary cases
+    k = 3
+    d_real, d_fake, d = (pairwise_distances(a, b, metric="cosine") for a, b in ((real, real), (fake, fake), (fake, real)))
+    real_radii, fake_radii = np.sort(d_real, axis=1)[:, k], np.sort(d_fake, axis=1)[:, k]
+    tol = diversity.BALL_TOLERANCE
+    counts, in_fake_ball, nearest = diversity._fake_against_real(fake, real, real_radii, fake_radii, "cosine", working_memory=0.001)
+    assert counts.tolist() == (d <= real_radii[None, :] + tol).sum(axis=1).tolist()
+    assert in_fake_ball.tolist() == (d <= fake_radii[:, None] + tol).any(axis=0).tolist()
+    assert np.allclose(nearest, d.min(axis=0))
+    assert prdc(real, fake, k=k) == pytest.approx({
+        "precision": np.mean(counts > 0), "recall": np.mean(in_fake_ball),
+        "density": np.mean(counts) / k, "coverage": np.mean(d.min(axis=0) <= real_radii + tol),
+    })

@@ -109,19 +109,28 @@ def knn_radii(points: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
     return distances[:, k]
 
 
-def ball_counts(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, metric: str = "cosine") -> np.ndarray:
-    """For each point, in how many of the closed balls (``centres[j]``, ``radii[j]``) it lies.
-
-    Each ball has its own radius, so this is no single k-NN or radius query; the distances are
-    computed in row chunks of bounded memory, never as one full matrix.
-    """
+def _fake_against_real(fake: np.ndarray, real: np.ndarray, real_radii: np.ndarray, fake_radii: np.ndarray, metric: str, working_memory: float = 64):
+    """One pass over the fake × real distances, in row chunks of bounded memory (never one full
+    matrix): per fake post, in how many real balls it lies; per real post, whether it lies in a
+    fake ball, and its distance to the nearest fake post. Each ball has its own radius, so none
+    of these is a single k-NN or radius query."""
     from sklearn.metrics import pairwise_distances_chunked
 
-    limit = radii[None, :] + BALL_TOLERANCE
-    chunks = pairwise_distances_chunked(
-        points, centres, metric=metric, working_memory=64, reduce_func=lambda d, start: (d <= limit).sum(axis=1)
-    )
-    return np.concatenate(list(chunks)) if len(points) else np.zeros(0, dtype=np.int64)
+    in_real_balls = np.zeros(len(fake), dtype=np.int64)
+    in_a_fake_ball = np.zeros(len(real), dtype=bool)
+    nearest_fake = np.full(len(real), np.inf)
+    real_limit = real_radii[None, :] + BALL_TOLERANCE
+    fake_limit = fake_radii[:, None] + BALL_TOLERANCE
+
+    def reduce(d: np.ndarray, start: int) -> None:
+        rows = slice(start, start + len(d))
+        in_real_balls[rows] = (d <= real_limit).sum(axis=1)
+        in_a_fake_ball[:] |= (d <= fake_limit[rows]).any(axis=0)
+        np.minimum(nearest_fake, d.min(axis=0), out=nearest_fake)
+
+    for _ in pairwise_distances_chunked(fake, real, metric=metric, working_memory=working_memory, reduce_func=reduce):
+        pass
+    return in_real_balls, in_a_fake_ball, nearest_fake
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = REALISM_K, metric: str = "cosine") -> dict[str, float]:
@@ -148,17 +157,13 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = REALISM_K, metric: str = "
     fake = np.asarray(fake, dtype=np.float64)
     if k < 1 or len(real) <= k or len(fake) <= k:
         raise ValueError(f"prdc needs k >= 1 and more than k points in each set; got k = {k}, {len(real)} real, {len(fake)} fake")
-    from sklearn.neighbors import NearestNeighbors
-
     real_radii = knn_radii(real, k, metric)
-    fake_radii = knn_radii(fake, k, metric)
-    in_real_balls = ball_counts(fake, real, real_radii, metric)
-    nearest_fake, _ = NearestNeighbors(n_neighbors=1, metric=metric, algorithm="brute").fit(fake).kneighbors(real)
+    in_real_balls, in_a_fake_ball, nearest_fake = _fake_against_real(fake, real, real_radii, knn_radii(fake, k, metric), metric)
     return {
         "precision": float(np.mean(in_real_balls > 0)),
-        "recall": float(np.mean(ball_counts(real, fake, fake_radii, metric) > 0)),
+        "recall": float(np.mean(in_a_fake_ball)),
         "density": float(np.mean(in_real_balls) / k),
-        "coverage": float(np.mean(nearest_fake[:, 0] <= real_radii + BALL_TOLERANCE)),
+        "coverage": float(np.mean(nearest_fake <= real_radii + BALL_TOLERANCE)),
     }
 
 

@@ -119,12 +119,19 @@ def tweet_set(train: pl.DataFrame, budget: int, max_length: int, seed: int) -> p
     return pl.DataFrame({"id": [f"tw-{i}" for i in range(len(posts))], "text": posts, "label": post_labels})
 
 
-def padded_tokens(n: np.ndarray, batch_size: int, seed: int) -> int:
-    """Tokens the model computes (posts padded to their batch's longest) in the Trainer's length-grouped batches."""
+def padded_tokens(n: np.ndarray, batch_size: int, seed: int, trainer_grouping: bool = False) -> int:
+    """Tokens the model computes (posts padded to their batch's longest) in one epoch's batches:
+    smm4h's length buckets (the default), or the Trainer's length grouping (the `before` arm)."""
     import torch
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    order = get_length_grouped_indices(n.tolist(), batch_size, generator=torch.Generator().manual_seed(seed))
+    from smm4h_cli.training.batches import length_buckets
+
+    generator = torch.Generator().manual_seed(seed)
+    if trainer_grouping:
+        order = get_length_grouped_indices(n.tolist(), batch_size, generator=generator)
+    else:
+        order = length_buckets(n.tolist(), batch_size, generator=generator)
     return int(sum(n[order[i:i + batch_size]].max() * len(order[i:i + batch_size]) for i in range(0, len(order), batch_size)))
 
 
@@ -366,10 +373,11 @@ def main() -> None:
         fl = flops_per_post(config, n)
         stats[name] = {"tokens": int(n.sum()), "flops": float(fl.sum())}
         padded = padded_tokens(n, args.batch_size, args.seed)
+        padded_trainer = padded_tokens(n, args.batch_size, args.seed, trainer_grouping=True)
         print(f"set {name}: {frame.height:,} posts, {n.sum():,} tokens (median {np.median(n):.0f}, mean {n.mean():.1f}, "
               f"p99 {np.percentile(n, 99):.0f}), {fl.sum() / n.sum() / 1e6:.1f} MFLOP per token, "
               f"{len(n) / args.batch_size:.0f} steps of {args.batch_size} = {n.sum() / np.ceil(len(n) / args.batch_size):.0f} tokens per step, "
-              f"padding in length-grouped batches {padded / n.sum() - 1:.1%}, "
+              f"padding {padded / n.sum() - 1:.1%} in length buckets ({padded_trainer / n.sum() - 1:.1%} in the Trainer's grouping), "
               f"{train['label'].mean():.0%}/{frame['label'].mean():.0%} positive", flush=True)
     if args.profile:
         profile(sets[args.profile], args)

@@ -54,19 +54,21 @@ from smm4h_cli.training.train import TrainOptions, train_seeds  # noqa: E402
 
 #: Arms: name -> (TrainOptions overrides, TrainingArguments overrides). "default" is `smm4h train`'s;
 #: the arms without overrides undo one part of it (see run_arm). Arms combine with "+";
-#: "before" is the default as it was before training.cpu and batches.length_buckets.
+#: "before" is the default as it was before training.cpu, batches.length_buckets and
+#: training.embedding_rows.
 ARMS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
     "eval-grouped": ({}, {}),  # evaluation batches by the Trainer's own length grouping
     "torch-dropout": ({}, {}),  # torch's own dropout and sdpa attention (no training.cpu.install)
     "trainer-grouping": ({}, {}),  # the Trainer's LengthGroupedSampler, not batches.length_buckets
+    "dense-embedding": ({}, {}),  # every word-embedding row in the optimizer (no training.embedding_rows)
     "malloc": ({}, {}),  # glibc keeps freed memory during training (mallopt; tried, not kept: see RESULTS)
     "fp32": ({"precision": "fp32"}, {}),
     "adamw-foreach": ({}, {"optim": "adamw_torch"}),
     "compile": ({}, {"torch_compile": True}),
     "batch64": ({"batch_size": 64}, {}),
 }
-ALIASES = {"before": "torch-dropout+trainer-grouping"}
+ALIASES = {"before": "torch-dropout+trainer-grouping+dense-embedding"}
 
 
 def arm_parts(name: str) -> list[str]:
@@ -223,10 +225,13 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
 
         hf.trainer_class = trainer_grouping
     from smm4h_cli.training import cpu as cpu_training
+    from smm4h_cli.training import embedding_rows
 
-    install = cpu_training.install
+    install, install_rows = cpu_training.install, embedding_rows.install
     if "torch-dropout" in parts:
         cpu_training.install = lambda model: model
+    if "dense-embedding" in parts:
+        embedding_rows.install = lambda model, rows, weight_decay=0.0: False
     libc = None
     if "malloc" in parts:  # every block from glibc's heap, freed memory kept; put back afterwards
         libc = ctypes.CDLL("libc.so.6")
@@ -244,7 +249,7 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
     finally:
         transformers.TrainingArguments = real  # train_one imports it from transformers at each call
         hf.trainer_class = trainer_class
-        cpu_training.install = install
+        cpu_training.install, embedding_rows.install = install, install_rows
         if libc is not None:
             libc.mallopt(-4, 65536), libc.mallopt(-3, 32 * 2**20), libc.mallopt(-1, 64 * 2**20), libc.malloc_trim(0)
     steps = [(t, c) for t, c, e in events if not e.milestone and e.done > 0]
@@ -261,7 +266,8 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
 
 def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
     """A torch.profiler table of ``n_steps`` training steps as the Trainer takes them (bf16
-    autocast, backward, gradient clipping at 1.0, fused AdamW, ``training.cpu``'s dropout),
+    autocast, backward, gradient clipping at 1.0, fused AdamW, ``training.cpu``'s dropout, the
+    word-embedding rows of the set's tokens),
     on batches of the set's median padded shape."""
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -271,16 +277,20 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
     torch.set_num_threads(args.threads)
     from smm4h_cli.training import cpu as cpu_training
 
-    model, _ = hf.load_classifier(str(minilm_path()), new_head_seed=args.seed)
+    from smm4h_cli.training import embedding_rows
+
+    model, tokenizer = hf.load_classifier(str(minilm_path()), new_head_seed=args.seed)
     cpu_training.install(model)
+    rows = embedding_rows.token_rows({"input_ids": ids} for ids in hf.encode(tokenizer, data["text"].to_list(), args.max_length)["input_ids"])
+    embedding_rows.install(model, rows)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     n = token_lengths(data["text"].to_list(), args.max_length)
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
     order = np.array(get_length_grouped_indices(n.tolist(), args.batch_size, generator=torch.Generator().manual_seed(args.seed)))
     width = int(np.median([n[order[i:i + args.batch_size]].max() for i in range(0, len(n), args.batch_size)]))
-    ids = torch.randint(1000, 20000, (args.batch_size, width))
+    ids = rows[torch.randint(len(rows), (args.batch_size, width))]  # the set's own tokens
     labels = torch.randint(0, 2, (args.batch_size,))
 
     def step() -> None:

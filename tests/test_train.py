@@ -66,7 +66,7 @@ def run(data, tmp_path_factory):
 
 
 @slow
-def test_run_folder_is_loadable_and_complete(run):
+def test_run_folder_is_loadable_and_complete(run, data):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out, rows = run
@@ -92,6 +92,17 @@ def test_run_folder_is_loadable_and_complete(run):
     assert summary["best_f1_mean"] == metrics["best"]["f1"] and summary["best_f1_std"] is None
     assert rows[0]["val F1"] == metrics["best"]["f1"]
 
+    # the word embedding was trained in the rows of the training set's tokens only (no weight
+    # decay: the others never change; the padding row neither) and saved whole, as a plain model
+    from smm4h_cli.models import minilm_path
+
+    base = AutoModelForSequenceClassification.from_pretrained(minilm_path()).get_input_embeddings().weight
+    trained = model.get_input_embeddings().weight
+    assert type(model.get_input_embeddings()) is torch.nn.Embedding and trained.shape == base.shape
+    posts = [json.loads(line)["text"] for line in Path(data["train"]).read_text().splitlines()]
+    tokens = {i for ids in tokenizer(posts, truncation=True, max_length=32)["input_ids"] for i in ids} - {tokenizer.pad_token_id}
+    changed = set(torch.nonzero((trained != base).any(dim=1)).flatten().tolist())
+    assert changed == tokens
 
 @slow
 def test_best_epoch_follows_validation_f1(run, data, cli, tmp_path):

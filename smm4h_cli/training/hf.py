@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from smm4h_cli.errors import InputError
+from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.progress import ProgressFn, report
 from smm4h_cli.training.batches import LengthBuckets, length_order, post_lengths
 from smm4h_cli.training.metrics import binary_scores
@@ -289,6 +289,11 @@ def trainer_class(class_weights: list[float] | None):
                 return super()._get_eval_sampler(eval_dataset)
             return length_order(eval_dataset)
 
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if checkpoint is not None:
+                check_optimizer_state(self.optimizer, checkpoint)
+
     if class_weights is None:
         return LengthOrderedTrainer
 
@@ -303,6 +308,21 @@ def trainer_class(class_weights: list[float] | None):
             return (loss, outputs) if return_outputs else loss
 
     return WeightedTrainer
+
+
+def check_optimizer_state(optimizer, checkpoint: str) -> None:
+    """A ``RunError`` where the optimizer state a checkpoint gave back does not fit the parameters
+    (a checkpoint written with other trainable shapes, such as before ``embedding_rows``): AdamW
+    would fail in its first step with a bare size mismatch."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            moment = optimizer.state.get(param, {}).get("exp_avg")
+            if moment is not None and moment.shape != param.shape:
+                raise RunError(
+                    f"the checkpoint {checkpoint} cannot be resumed: its optimizer state has shape "
+                    f"{tuple(moment.shape)} for a parameter of shape {tuple(param.shape)} (written by "
+                    "another version of smm4h). Train again without --resume (--force replaces the run)."
+                )
 
 
 def progress_callback(progress: ProgressFn | None, seed: int, epochs: int):

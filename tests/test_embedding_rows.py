@@ -27,19 +27,15 @@ def test_lookup_and_gradient_are_the_dense_embeddings(rows, ids, padding_idx):
     dense = nn.Embedding(VOCAB, 6, padding_idx=padding_idx)
     sparse = RowsEmbedding(dense, torch.tensor(rows))
     ids = torch.tensor(ids).view(1, -1)
+    assert torch.equal(sparse.weight, dense.weight.detach())
     # the same vectors for every token, in the rows or not
     assert torch.equal(sparse(ids), dense(ids))
-    # a token in the rows gets the dense gradient in its row; the whole table is the dense one
-    trained_ids = ids[torch.isin(ids, sparse.rows)].view(1, -1)
-    if trained_ids.numel():
-        weights = torch.randn(trained_ids.shape[1], 6)
-        (dense(trained_ids) * weights).sum().backward()
-        (sparse(trained_ids) * weights).sum().backward()
-        assert torch.equal(sparse.trained.grad, dense.weight.grad[sparse.rows])
-        outside = torch.ones(VOCAB, dtype=torch.bool)
-        outside[sparse.rows] = False
-        assert not dense.weight.grad[outside].any()  # the rows left out get nothing
-    assert torch.equal(sparse.weight, dense.weight.detach())
+    # and the same gradient in the rows, whatever else the batch holds
+    weights = torch.randn(ids.shape[1], 6)
+    (dense(ids) * weights).sum().backward()
+    (sparse(ids) * weights).sum().backward()
+    assert torch.equal(sparse.trained.grad, dense.weight.grad[sparse.rows])
+    assert sparse.rows.tolist() == sorted(set(rows) | ({padding_idx} - {None}))
 
 
 def _tiny_classifier(seed: int):
@@ -116,17 +112,89 @@ def test_install_only_where_the_other_rows_never_change():
     tied = BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
     assert not embedding_rows.install(tied, rows)  # an output layer shares the table
     assert type(tied.get_input_embeddings()) is nn.Embedding
+    shared = _tiny_classifier(0)
+    shared.extra = nn.Linear(16, VOCAB, bias=False)
+    shared.extra.weight = shared.get_input_embeddings().weight  # another layer reads the table
+    assert not embedding_rows.install(shared, rows)
+    for options in ({"max_norm": 1.0}, {"sparse": True}, {"scale_grad_by_freq": True}):
+        model = _tiny_classifier(0)
+        model.set_input_embeddings(nn.Embedding(VOCAB, 16, padding_idx=0, **options))
+        assert not embedding_rows.install(model, rows), options
+
+    class Scaled(nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 4.0
+
+    model = _tiny_classifier(0)
+    model.set_input_embeddings(Scaled(VOCAB, 16))
+    assert not embedding_rows.install(model, rows)  # its own forward
     assert not embedding_rows.install(_tiny_classifier(0), torch.tensor([VOCAB + 3]))
+    assert not embedding_rows.install(nn.Linear(3, 3), rows)  # no embeddings to name
     model = _tiny_classifier(0)
     assert embedding_rows.install(model, rows)
-    assert sorted(model.get_input_embeddings().rows.tolist()) == [0, 1, 2, 3]  # with the padding row
+    assert model.get_input_embeddings().rows.tolist() == [0, 1, 2, 3]  # with the padding row
+
+
+def _trainer(model, tmp_path, posts):
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", learning_rate=1e-2, weight_decay=0.0)
+    return hf.trainer_class(None)(model=model, args=args, train_dataset=posts)
+
+
+@pytest.mark.parametrize("written, resumed", [("dense", "rows"), ("rows", "dense")])
+def test_a_checkpoint_of_the_other_layout_resumes_with_the_same_moments(tmp_path, written, resumed):
+    """A run interrupted with one embedding layout and resumed with the other (another device,
+    another number of processes, or a checkpoint from before): the Trainer loads its optimizer
+    state and the moments fit the parameters, those of the rows outside being zero."""
+    posts = hf.Posts([{"input_ids": [2, 5, 9, 0], "attention_mask": [1, 1, 1, 0], "labels": 1}, {"input_ids": [2, 7, 9, 3], "attention_mask": [1] * 4, "labels": 0}])
+    rows = embedding_rows.token_rows(posts)
+
+    class Tokenizer:
+        pad_token_id = 0
+
+    def make(layout):
+        model = _tiny_classifier(0)
+        if layout == "rows":
+            assert embedding_rows.install(model, rows)
+        trainer = _trainer(model, tmp_path / layout, posts)
+        trainer.processing_class = Tokenizer()
+        trainer.create_optimizer_and_scheduler(num_training_steps=4)
+        return trainer
+
+    first = make(written)
+    ids = torch.tensor([posts[0]["input_ids"], posts[1]["input_ids"]])
+    first.model(input_ids=ids, labels=torch.tensor([1, 0])).loss.backward()
+    first.optimizer.step()
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    torch.save(first.optimizer.state_dict(), checkpoint / "optimizer.pt")
+    torch.save(first.lr_scheduler.state_dict(), checkpoint / "scheduler.pt")
+
+    second = make(resumed)
+    second._load_optimizer_and_scheduler(str(checkpoint))
+    embedding = first.model.get_input_embeddings()
+    table = embedding.weight if written == "dense" else None
+    moment = first.optimizer.state[table if table is not None else embedding.trained]["exp_avg"]
+    target = second.model.get_input_embeddings()
+    fitted = second.optimizer.state[target.trained if resumed == "rows" else target.weight]["exp_avg"]
+    used = embedding_rows.trained_rows(rows, 0)
+    if resumed == "rows":
+        assert torch.equal(fitted, moment[used])
+    else:
+        assert fitted.shape == (VOCAB, 16) and torch.equal(fitted[used], moment)
+        others = torch.ones(VOCAB, dtype=torch.bool)
+        others[used] = False
+        assert not fitted[others].any()
+    for param, state in second.optimizer.state.items():  # every moment fits its parameter
+        assert state["exp_avg"].shape == param.shape and state["exp_avg_sq"].shape == param.shape
 
 
 def test_a_checkpoint_with_other_optimizer_shapes_is_refused():
     param = nn.Parameter(torch.zeros(3, 4))
     optimizer = torch.optim.AdamW([param])
     optimizer.state[param] = {"exp_avg": torch.zeros(5, 4), "exp_avg_sq": torch.zeros(5, 4), "step": torch.tensor(1.0)}
-    with pytest.raises(RunError, match="cannot be resumed.*another version of smm4h"):
+    with pytest.raises(RunError, match="cannot be resumed.*--force replaces the run"):
         hf.check_optimizer_state(optimizer, "ckpt")
     optimizer.state[param] = {"exp_avg": torch.zeros(3, 4), "exp_avg_sq": torch.zeros(3, 4), "step": torch.tensor(1.0)}
     hf.check_optimizer_state(optimizer, "ckpt")  # fits: nothing raised

@@ -103,6 +103,7 @@ def test_run_folder_is_loadable_and_complete(run, data):
     tokens = {i for ids in tokenizer(posts, truncation=True, max_length=32)["input_ids"] for i in ids} - {tokenizer.pad_token_id}
     changed = set(torch.nonzero((trained != base).any(dim=1)).flatten().tolist())
     assert changed == tokens
+    assert metrics["embedding_rows_trained"] == len(tokens) + 1  # the optimizer held these and the padding row
 
 @slow
 def test_best_epoch_follows_validation_f1(run, data, cli, tmp_path):

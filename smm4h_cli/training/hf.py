@@ -292,6 +292,11 @@ def trainer_class(class_weights: list[float] | None):
         def _load_optimizer_and_scheduler(self, checkpoint):
             super()._load_optimizer_and_scheduler(checkpoint)
             if checkpoint is not None:
+                from smm4h_cli.training import embedding_rows
+
+                # a checkpoint of the other embedding layout (dense / rows) resumes the same
+                rows = embedding_rows.dataset_rows(self.train_dataset, self.processing_class)
+                embedding_rows.fit_optimizer_state(self.optimizer, self.model, rows)
                 check_optimizer_state(self.optimizer, checkpoint)
 
     if class_weights is None:
@@ -312,16 +317,16 @@ def trainer_class(class_weights: list[float] | None):
 
 def check_optimizer_state(optimizer, checkpoint: str) -> None:
     """A ``RunError`` where the optimizer state a checkpoint gave back does not fit the parameters
-    (a checkpoint written with other trainable shapes, such as before ``embedding_rows``): AdamW
-    would fail in its first step with a bare size mismatch."""
+    (a checkpoint of another model or layout): AdamW would fail in its first step with a bare
+    size mismatch."""
     for group in optimizer.param_groups:
         for param in group["params"]:
             moment = optimizer.state.get(param, {}).get("exp_avg")
             if moment is not None and moment.shape != param.shape:
                 raise RunError(
                     f"the checkpoint {checkpoint} cannot be resumed: its optimizer state has shape "
-                    f"{tuple(moment.shape)} for a parameter of shape {tuple(param.shape)} (written by "
-                    "another version of smm4h). Train again without --resume (--force replaces the run)."
+                    f"{tuple(moment.shape)} for a parameter of shape {tuple(param.shape)} (written for another "
+                    "model or by another version of smm4h). Train again: --force replaces the run."
                 )
 
 

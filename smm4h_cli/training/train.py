@@ -172,11 +172,15 @@ def train_one(
     model, tokenizer = hf.load_classifier(ref, name=f"--model {ref}", hint=hf.BASE_HINT, new_head_seed=seed)
     pad_to_max = options.padding == "max_length"
     train_ds = hf.labelled_posts(tokenizer, data["text"].to_list(), data["label"].to_list(), options.max_length, pad_to_max)
+    rows_trained = None
     if device == "cpu":
         cpu.install(model)  # the same dropout, its masks drawn 4x faster than torch's on a CPU
-        # the same training, with only the word-embedding rows of the training set's tokens
-        # in the optimizer (no weight decay: the others never change)
-        embedding_rows.install(model, embedding_rows.token_rows(train_ds), options.weight_decay)
+        # the same training, with only the word-embedding rows of the training set's tokens in
+        # the optimizer (no weight decay: the others never change); not where data-parallel
+        # processes would broadcast the frozen table every step
+        rows = embedding_rows.dataset_rows(train_ds, tokenizer)
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1 and embedding_rows.install(model, rows, options.weight_decay):
+            rows_trained = len(model.get_input_embeddings().rows)
     val_ds = hf.labelled_posts(tokenizer, validation["text"].to_list(), validation["label"].to_list(), options.max_length, pad_to_max)
     class_weights = None
     if options.balance == "class-weight":
@@ -247,6 +251,7 @@ def train_one(
         "train_loss": result.training_loss,
         "resumed_from": None if last is None else Path(last).name,
         "device": device,
+        "embedding_rows_trained": rows_trained,  # None: the whole word embedding
         "counts": counts,
     }
     if not _main_process():  # under accelerate launch / torchrun, rank 0 writes the files

@@ -264,25 +264,23 @@ def run_arm(name: str, data: pl.DataFrame, dev: pl.DataFrame, args, out: Path) -
     }
 
 
-def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
-    """A torch.profiler table of ``n_steps`` training steps as the Trainer takes them (bf16
-    autocast, backward, gradient clipping at 1.0, fused AdamW, ``training.cpu``'s dropout, the
-    word-embedding rows of the set's tokens),
-    on batches of the set's median padded shape."""
+def training_step(data: pl.DataFrame, args, rows_trained: bool = True):
+    """One training step as the Trainer takes it (bf16 autocast, backward, gradient clipping at
+    1.0, fused AdamW, ``training.cpu``'s dropout, and unless ``rows_trained`` is False the
+    word-embedding rows of the set's tokens) on a batch of the set's median padded shape, as a
+    function, and that shape."""
     import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
 
     from smm4h_cli.models import minilm_path
-
-    torch.set_num_threads(args.threads)
     from smm4h_cli.training import cpu as cpu_training
-
     from smm4h_cli.training import embedding_rows
 
+    torch.set_num_threads(args.threads)
     model, tokenizer = hf.load_classifier(str(minilm_path()), new_head_seed=args.seed)
     cpu_training.install(model)
     rows = embedding_rows.token_rows({"input_ids": ids} for ids in hf.encode(tokenizer, data["text"].to_list(), args.max_length)["input_ids"])
-    embedding_rows.install(model, rows)
+    if rows_trained:
+        embedding_rows.install(model, rows)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     n = token_lengths(data["text"].to_list(), args.max_length)
@@ -290,8 +288,9 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
 
     order = np.array(get_length_grouped_indices(n.tolist(), args.batch_size, generator=torch.Generator().manual_seed(args.seed)))
     width = int(np.median([n[order[i:i + args.batch_size]].max() for i in range(0, len(n), args.batch_size)]))
-    ids = rows[torch.randint(len(rows), (args.batch_size, width))]  # the set's own tokens
-    labels = torch.randint(0, 2, (args.batch_size,))
+    generator = torch.Generator().manual_seed(args.seed)
+    ids = rows[torch.randint(len(rows), (args.batch_size, width), generator=generator)]  # the set's own tokens
+    labels = torch.randint(0, 2, (args.batch_size,), generator=generator)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -301,6 +300,14 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step, width
+
+
+def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
+    """A torch.profiler table of ``n_steps`` training steps (``training_step``)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    step, width = training_step(data, args)
     for _ in range(3):
         step()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -308,6 +315,31 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
             step()
     print(f"profile: {n_steps} steps of {args.batch_size} x {width} tokens", flush=True)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+
+
+def paired(sets: dict[str, pl.DataFrame], args, n_pairs: int = 40) -> None:
+    """The word-embedding rows against the dense embedding, step by step: two models in one
+    process take their steps in turn (dense, rows, dense, ...) on the same batch, so that the
+    machine's drift (which moves whole runs by 15% here) falls on both alike. Median step times
+    and the median of the paired differences."""
+    import time
+
+    for name, data in sets.items():
+        dense, width = training_step(data, args, rows_trained=False)
+        rows, _ = training_step(data, args)
+        for _ in range(3):
+            dense(), rows()
+        times: dict[str, list[float]] = {"dense": [], "rows": []}
+        for _ in range(n_pairs):
+            for arm, step in (("dense", dense), ("rows", rows)):
+                start = time.perf_counter()
+                step()
+                times[arm].append(time.perf_counter() - start)
+        diff = np.array(times["dense"]) - np.array(times["rows"])
+        d, r = np.median(times["dense"]) * 1e3, np.median(times["rows"]) * 1e3
+        print(f"paired {name}: {n_pairs} steps each of {args.batch_size} x {width} tokens; dense embedding {d:.1f} ms, "
+              f"embedding rows {r:.1f} ms per step (median) = {d / r:.2f}x; paired difference median {np.median(diff) * 1e3:.1f} ms, "
+              f"rows faster in {(diff > 0).sum()}/{n_pairs} pairs; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def f1_check(train: pl.DataFrame, dev: pl.DataFrame, arms: list[str], seeds: list[int], args) -> None:
@@ -347,6 +379,8 @@ def main() -> None:
     parser.add_argument("--arms", default="default,before", help=f"comma-separated, of {', '.join([*ARMS, *ALIASES])}; parts combine with '+'")
     parser.add_argument("--sets", default="tweets,psytar")
     parser.add_argument("--profile", choices=("tweets", "psytar"), help="only a torch.profiler table of 5 training steps on this set")
+    parser.add_argument("--paired", action="store_true", help="only step times of the word-embedding rows against the dense embedding, "
+                        "in turn in one process, on every set")
     parser.add_argument("--f1-check", action="store_true", help="instead: every arm on the whole PsyTAR train split for --epochs (10 here unless given) with --seeds; best dev F1 per arm and seed")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of --f1-check")
     args = parser.parse_args()
@@ -391,6 +425,9 @@ def main() -> None:
               f"{train['label'].mean():.0%}/{frame['label'].mean():.0%} positive", flush=True)
     if args.profile:
         profile(sets[args.profile], args)
+        return
+    if args.paired:
+        paired(sets, args)
         return
 
     import torch

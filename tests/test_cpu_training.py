@@ -84,10 +84,10 @@ def test_install_keeps_weights_and_predictions_and_trains_reproducibly():
     fast.train()
     labels = torch.tensor([1, 0, 1])
 
-    def loss_and_grad(seed):
+    def loss_and_grad(seed, **trainer_kwargs):
         torch.manual_seed(seed)
         fast.zero_grad()
-        loss = fast(**batch, labels=labels).loss
+        loss = fast(**batch, labels=labels, **trainer_kwargs).loss
         loss.backward()
         return loss.item(), fast.classifier.weight.grad.clone()
 
@@ -98,15 +98,18 @@ def test_install_keeps_weights_and_predictions_and_trains_reproducibly():
         masks.append(tuple(like.shape))
         return real_keep_mask(like, p)
 
-    cpu.keep_mask = counted
-    try:
-        loss_and_grad(7)
-    finally:
-        cpu.keep_mask = real_keep_mask
     heads = fast.config.num_attention_heads
-    attention_masks = [m for m in masks if len(m) == 4 and m[1] == heads]
-    assert len(attention_masks) == fast.config.num_hidden_layers  # every layer's attention on the fast path
-    assert len(masks) == sum(isinstance(m, cpu.Dropout) for m in fast.modules()) - fast.config.num_hidden_layers + len(attention_masks)
+    # called as the Trainer calls it too: it passes num_items_in_batch down to the attention
+    for trainer_kwargs in ({}, {"num_items_in_batch": torch.tensor(3)}):
+        masks.clear()
+        cpu.keep_mask = counted
+        try:
+            loss_and_grad(7, **trainer_kwargs)
+        finally:
+            cpu.keep_mask = real_keep_mask
+        attention_masks = [m for m in masks if len(m) == 4 and m[1] == heads]
+        assert len(attention_masks) == fast.config.num_hidden_layers, trainer_kwargs  # every layer's attention on the fast path
+        assert len(masks) == sum(isinstance(m, cpu.Dropout) for m in fast.modules()) - fast.config.num_hidden_layers + len(attention_masks)
 
     first, again, other = loss_and_grad(7), loss_and_grad(7), loss_and_grad(8)
     assert first[0] == again[0] and torch.equal(first[1], again[1])

@@ -319,7 +319,7 @@ def profile(data: pl.DataFrame, args, n_steps: int = 5) -> None:
 
 def paired(sets: dict[str, pl.DataFrame], args, n_pairs: int = 40) -> None:
     """The word-embedding rows against the dense embedding, step by step: two models in one
-    process take their steps in turn (dense, rows, dense, ...) on the same batch, so that the
+    process take their steps in turn (dense, rows, rows, dense, ...) on the same batch, so that the
     machine's drift (which moves whole runs by 15% here) falls on both alike. Median step times
     and the median of the paired differences."""
     import time
@@ -330,8 +330,8 @@ def paired(sets: dict[str, pl.DataFrame], args, n_pairs: int = 40) -> None:
         for _ in range(3):
             dense(), rows()
         times: dict[str, list[float]] = {"dense": [], "rows": []}
-        for _ in range(n_pairs):
-            for arm, step in (("dense", dense), ("rows", rows)):
+        for i in range(n_pairs):  # dense first in even pairs, rows first in odd ones
+            for arm, step in (("dense", dense), ("rows", rows))[::1 if i % 2 == 0 else -1]:
                 start = time.perf_counter()
                 step()
                 times[arm].append(time.perf_counter() - start)

@@ -113,6 +113,8 @@ def test_install_keeps_weights_and_predictions_and_trains_reproducibly():
 
     first, again, other = loss_and_grad(7), loss_and_grad(7), loss_and_grad(8)
     assert first[0] == again[0] and torch.equal(first[1], again[1])
+    as_trainer = loss_and_grad(7, num_items_in_batch=torch.tensor(3))  # the same path, the same masks
+    assert first[0] == as_trainer[0] and torch.equal(first[1], as_trainer[1])
     assert first[0] != other[0]  # dropout is on: another seed, other masks
 
     # a training step at a rate too small to drop anything: the padded posts see their padding

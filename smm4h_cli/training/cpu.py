@@ -68,12 +68,12 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     """transformers' ``sdpa`` attention, except in a CPU training step with dropout: there the
     operations torch's math path runs (scores, mask, softmax, dropout, weighted sum), in fp32 as
     it computes them (bf16 inputs too), with ``keep_mask``'s dropout. Causal and grouped-query
-    attention, and any call with arguments beyond the mask (T5's ``position_bias``, a softcap),
-    always go to ``sdpa``. Other keywords (the ``num_items_in_batch`` the ``Trainer`` passes down,
-    ``position_ids``) ``sdpa`` does not read either."""
+    attention, and any call with an argument ``sdpa`` reads beyond the mask (``_SDPA_READS``:
+    T5's ``position_bias``, a softcap), always go to ``sdpa``. Other keywords (the
+    ``num_items_in_batch`` the ``Trainer`` passes down, ``position_ids``) ``sdpa`` ignores too."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    extra = any(kwargs.get(k) is not None for k in _SDPA_READS) or bool(kwargs.get("output_attentions"))
+    extra = any(kwargs.get(k) is not None for k in _SDPA_READS)
     causal = kwargs.get("is_causal")
     plain = (
         dropout == 0.0 or not module.training or query.device.type != "cpu" or extra

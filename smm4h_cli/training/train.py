@@ -178,8 +178,8 @@ def train_one(
         # the same training, with only the word-embedding rows of the training set's tokens in
         # the optimizer (no weight decay: the others never change); not where data-parallel
         # processes would broadcast the frozen table every step
-        rows = embedding_rows.dataset_rows(train_ds, tokenizer)
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1 and embedding_rows.install(model, rows, options.weight_decay):
+        one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+        if one_process and embedding_rows.install(model, embedding_rows.dataset_rows(train_ds, tokenizer), options.weight_decay):
             rows_trained = len(model.get_input_embeddings().rows)
     val_ds = hf.labelled_posts(tokenizer, validation["text"].to_list(), validation["label"].to_list(), options.max_length, pad_to_max)
     class_weights = None

@@ -29,6 +29,7 @@ saving, set-up inside the Trainer). Tokens/s is the training set's real tokens p
     python bench/train_throughput.py [--psytar ../shared/data/psytar] [--rounds 2] [--arms default,before,...]
     python bench/train_throughput.py --profile psytar   # a torch.profiler table of 5 training steps
     python bench/train_throughput.py --f1-check         # 10 epochs on all of PsyTAR, seeds 0,1,2: best dev F1 per arm
+    python bench/train_throughput.py --ceiling          # the share of the bound the model's matrix products reach alone
 """
 
 from __future__ import annotations
@@ -342,6 +343,65 @@ def paired(sets: dict[str, pl.DataFrame], args, n_pairs: int = 40) -> None:
               f"rows faster in {(diff > 0).sum()}/{n_pairs} pairs; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
+def linears_alone(config, tokens: int, threads: int) -> tuple[callable, float]:
+    """The matrix products of the encoder's linear layers in one training step of ``tokens``
+    tokens, alone, in bf16 as autocast runs them: for every layer's Q, K, V, attention output and
+    two feed-forward matrices the forward product, the gradient of the input and the gradient of
+    the weight. A function taking them once, and their FLOPs (6 x matmul parameters x tokens)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    shapes = [(h, h)] * 4 + [(h, inter), (inter, h)]  # (in, out)
+    generator = torch.Generator().manual_seed(0)
+    x = {k: torch.randn(tokens, k, generator=generator).bfloat16() for k in (h, inter)}
+    grad = {k: torch.randn(tokens, k, generator=generator).bfloat16() for k in (h, inter)}
+    weight = {s: torch.randn(s[1], s[0], generator=generator).bfloat16() for s in set(shapes)}
+
+    def products() -> None:
+        for _ in range(layers):
+            for shape in shapes:
+                torch.nn.functional.linear(x[shape[0]], weight[shape])  # forward
+                grad[shape[1]] @ weight[shape]  # gradient of the input
+                grad[shape[1]].t() @ x[shape[0]]  # gradient of the weight
+
+    return products, 6.0 * layers * sum(a * b for a, b in shapes) * tokens
+
+
+def ceiling(sets: dict[str, pl.DataFrame], config, args, reps: int = 12) -> None:
+    """How near the bound a step could come: the linear layers' matrix products of one step of the
+    set's median shape alone (``linears_alone``), the whole step (``training_step``) and the bf16
+    peak, interleaved. FLOPs of the step as in ``flops_per_post`` (real and padding tokens alike:
+    one batch of equal rows)."""
+    import torch
+
+    for name, data in sets.items():
+        step, width = training_step(data, args)
+        tokens = args.batch_size * width
+        products, linear_flops = linears_alone(config, tokens, args.threads)
+        step_flops = float(flops_per_post(config, np.full(args.batch_size, width)).sum())
+        for _ in range(3):
+            step(), products()
+        times: dict[str, list[float]] = {"step": [], "linears": [], "peak": []}
+        for _ in range(reps):
+            times["peak"].append(matmul_peak(torch.bfloat16, args.threads))
+            for key, run in (("step", step), ("linears", products)):
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+        peak = statistics.median(times["peak"]) * 1e9
+        step_s, linear_s = statistics.median(times["step"]), statistics.median(times["linears"])
+        half = step_flops / peak / 0.5  # a step at 50% of the bound
+        print(f"ceiling {name}: steps of {args.batch_size} x {width} = {tokens} tokens, {step_flops / 1e9:.1f} GFLOP "
+              f"(the linear layers' {linear_flops / 1e9:.1f}); bf16 peak median {peak / 1e9:.0f} GFLOP/s "
+              f"(range {min(times['peak']):.0f}-{max(times['peak']):.0f}) -> bound {step_flops / peak * 1e3:.1f} ms per step; "
+              f"whole step {step_s * 1e3:.1f} ms = {step_flops / peak / step_s:.1%} of the bound; "
+              f"the linear layers' products alone {linear_s * 1e3:.1f} ms = {linear_flops / linear_s / 1e9:.0f} GFLOP/s = "
+              f"{linear_flops / peak / linear_s:.1%} of the peak; at 50% of the bound a step has {half * 1e3:.1f} ms, "
+              f"{half * 1e3 - linear_s * 1e3:.1f} ms of it for everything but those products (today {(step_s - linear_s) * 1e3:.1f} ms); "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def f1_check(train: pl.DataFrame, dev: pl.DataFrame, arms: list[str], seeds: list[int], args) -> None:
     """The issue's check: the same validation F1 (within 0.01) on PsyTAR at 10 epochs. Every arm
     trains on the whole train split with every seed (A B per seed); the best dev F1 of each run,
@@ -381,6 +441,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=("tweets", "psytar"), help="only a torch.profiler table of 5 training steps on this set")
     parser.add_argument("--paired", action="store_true", help="only step times of the word-embedding rows against the dense embedding, "
                         "in turn in one process, on every set")
+    parser.add_argument("--ceiling", action="store_true", help="only the share of the bound the linear layers' matrix products "
+                        "of a step reach alone, against the whole step's, on every set")
     parser.add_argument("--f1-check", action="store_true", help="instead: every arm on the whole PsyTAR train split for --epochs (10 here unless given) with --seeds; best dev F1 per arm and seed")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of --f1-check")
     args = parser.parse_args()
@@ -428,6 +490,9 @@ def main() -> None:
         return
     if args.paired:
         paired(sets, args)
+        return
+    if args.ceiling:
+        ceiling(sets, config, args)
         return
 
     import torch

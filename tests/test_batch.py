@@ -92,6 +92,61 @@ def test_expired_and_cancelled_batches_resubmit_what_was_not_answered(train5, tm
     assert summary.calls_failed == 1 and summary.errors == {"batch cancelled": 1}
 
 
+def test_a_round_over_the_batch_limits_is_sent_in_parts_one_after_another(train5, tmp_path, monkeypatch):
+    from smm4h_cli.generation import batch_files as batch_module
+
+    with Scripted() as server:
+        sync, _ = generate(options(base_url=server.url), train5)
+    monkeypatch.setattr(batch_module, "MAX_REQUESTS", 2)  # the API's 50,000, scaled to three calls
+    with ScriptedBatch() as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.submitted == [[0, 1], [2]] and server.uploads == 2
+        assert [server.history[b][-1] for b in ("batch_0", "batch_1")] == ["completed", "completed"]
+        assert server.deleted == ["file-in-0", "file-in-1"]
+    assert posts.equals(sync) and summary.batches == ["batch_0", "batch_1"] and summary.calls_failed == 0
+    assert not state_path(tmp_path / "c.cache.jsonl").exists()
+    # a request sent again goes in the next round, after every part of the first
+    (tmp_path / "c.cache.jsonl").unlink()
+    with ScriptedBatch([{"fail": {0: 500}}]) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.submitted == [[0, 1], [2], [0]]
+    assert posts.equals(sync) and summary.calls_retried == 1
+    # the request file's bytes: room for one request per batch
+    (tmp_path / "c.cache.jsonl").unlink()
+    monkeypatch.setattr(batch_module, "MAX_REQUESTS", 50_000)
+    with ScriptedBatch() as server:
+        from smm4h_cli.generation.backends import resolve_backend
+        from smm4h_cli.generation.generate import plan_calls
+
+        opts = batch_options(server, tmp_path)
+        lines = [len(json.dumps(batch_module.request_line(c.spec), ensure_ascii=False).encode()) + 1 for c in plan_calls(opts, resolve_backend(None, server.url), train5)]
+        assert 2 * min(lines) > max(lines)
+        monkeypatch.setattr(batch_module, "MAX_BYTES", max(lines))  # each line fits, no two do
+        posts, summary = generate(opts, train5)
+        assert server.submitted == [[0], [1], [2]]
+    assert posts.equals(sync) and len(summary.batches) == 3
+
+
+def test_a_run_stopped_in_its_second_part_resumes_that_batch_and_sends_no_part_twice(train5, tmp_path, monkeypatch):
+    from smm4h_cli.generation import batch_files as batch_module
+
+    with Scripted() as server:
+        sync, _ = generate(options(base_url=server.url), train5)
+    monkeypatch.setattr(batch_module, "MAX_REQUESTS", 2)
+    with ScriptedBatch() as server:
+        server.refuse_after = 7  # batch_0 takes 5 retrieves to complete; batch_1 is in progress at the 8th
+        with pytest.raises(RunError, match="resume batch batch_1"):
+            generate(batch_options(server, tmp_path), train5)
+        record = json.loads(state_path(tmp_path / "c.cache.jsonl").read_text())
+        assert record["part"] == 1 and record["batch_id"] == "batch_1" and server.batches["batch_1"]["status"] == "in_progress"
+        assert cached_calls(tmp_path) == [0, 1]
+        server.refuse_after = None
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 2 and server.uploads == 2 and server.submitted == [[0, 1], [2]]
+    assert posts.equals(sync) and summary.batches == ["batch_1"] and summary.calls_cached == 2
+    assert cached_calls(tmp_path) == [0, 1, 2] and not state_path(tmp_path / "c.cache.jsonl").exists()
+
+
 def test_a_busy_api_while_polling_is_waited_out_not_a_second_batch(train5, tmp_path):
     with ScriptedBatch(flaky_polls=3) as server:
         posts, summary = generate(batch_options(server, tmp_path), train5)
@@ -127,12 +182,13 @@ def test_a_malformed_answer_is_never_cached_and_its_request_is_sent_again(train5
 
 
 def test_a_run_killed_after_the_create_finds_its_batch_and_creates_none(train5, tmp_path):
-    """The sidecar holds the input file, not yet the batch id (killed between create and save)."""
+    """The sidecar holds the input file, not yet the batch id (killed between create and save);
+    it is a record of the form written before rounds had parts (``keys``), which still resumes."""
     with ScriptedBatch() as server:
         opts = batch_options(server, tmp_path)
         client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
         from smm4h_cli.generation.backends import resolve_backend
-        from smm4h_cli.generation.batch import request_line
+        from smm4h_cli.generation.batch_files import request_line
         from smm4h_cli.generation.generate import plan_calls
 
         plan = plan_calls(opts, resolve_backend(None, server.url), train5)

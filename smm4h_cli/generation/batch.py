@@ -1,18 +1,20 @@
 """The calls through the OpenAI Batch API (``generate --batch``): half the price, answers within 24 h.
 
-One round: the calls not in the cache become one JSON-lines request file (``custom_id`` = the
-call's cache key), uploaded (``/v1/files``, purpose ``batch``); a batch is created on it
-(``/v1/batches``, endpoint ``/v1/chat/completions``, window 24 h) and polled with backoff until
-it ends; its output and error files are downloaded, and every answer passes the one gate of
-the synchronous path (:func:`engine.answer_of_completion`, hence ``check_answer``) before it is
-cached and used.
+One round: the calls not in the cache become JSON-lines request files (``batch_files``: one per
+part of at most 50,000 requests and 200 MB, the API's limits, in the order of the calls), each
+uploaded (``/v1/files``, purpose ``batch``), a batch created on it (``/v1/batches``, window 24 h)
+and polled with backoff until it ends, one batch in flight at a time (which also keeps a run
+within the account's queue of enqueued tokens); its output and error files are downloaded, and
+every answer passes the one gate of the synchronous path (``engine.answer_of_completion``) before
+it is cached and used.
 
-Resume: the batch in flight is kept in a sidecar beside the cache (``CACHE.batch.json``),
-written before each step that costs money can be repeated: after the upload (the input file's
-id), and after the batch is created (its id). A run killed at any moment resumes that batch; one
-killed between the create and the save finds it again by its input file (``GET /v1/batches``),
-so no batch is ever submitted twice. The sidecar is removed when the run has every answer or has
-reported the calls that failed.
+Resume: the round's parts and the batch in flight are kept in a sidecar beside the cache
+(``CACHE.batch.json``), written before each step that costs money can be repeated: after the
+upload (the input file's id), and after the batch is created (its id). A run killed at any
+moment resumes that batch, then the round's next part; one killed between the create and the
+save finds it again by its input file (``GET /v1/batches``), so no batch is ever submitted
+twice. The sidecar is removed when the run has every answer or has reported the calls that
+failed.
 
 Ends other than ``completed``: the requests of a ``partially failed`` batch (its error file),
 an ``expired`` or a ``cancelled`` one (their requests not answered) are submitted again in a
@@ -30,14 +32,14 @@ from typing import Any, Callable
 from smm4h_cli import io
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
-from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, MalformedAnswer, answer_of_completion
+from smm4h_cli.generation.batch_files import ENDPOINT, outcome, request_line, split_parts
+from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec
 from smm4h_cli.progress import ProgressFn, report
 
 #: The Batch API costs half of the synchronous price (OpenAI's price list).
 BATCH_PRICE_FACTOR = 0.5
 #: A request is sent in at most this many batches (the first, and one resubmission).
 BATCH_ROUNDS = 2
-ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 #: Polls back off from ``poll_interval`` by this factor up to this many times ``poll_interval``.
@@ -89,11 +91,9 @@ def check_batch_backend(backend: Backend, timeout: float = 10.0) -> None:
         client.close()
 
 
-def request_line(spec: CallSpec) -> dict[str, Any]:
-    """One line of the request file: the synchronous request, with ``extra_body`` merged into the body."""
-    body = {k: v for k, v in spec.request.items() if k != "extra_body"}
-    body.update(spec.request.get("extra_body") or {})
-    return {"custom_id": spec.key, "method": "POST", "url": ENDPOINT, "body": body}
+def ordered(specs: dict[str, CallSpec]) -> list[CallSpec]:
+    """The specs in the order of their calls."""
+    return sorted(specs.values(), key=lambda spec: spec.index)
 
 
 def _transient(step: str, sleep: Callable[[float], None], base: float, fn: Callable[[], Any], batch_hint: str) -> Any:
@@ -136,7 +136,10 @@ class BatchRunner:
             return None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise InputError(f"cannot read {self.state_file}, the record of the batch in flight. Delete it to submit a new batch.") from None
-        if not (isinstance(state, dict) and isinstance(state.get("keys"), list) and isinstance(state.get("round"), int)):
+        if isinstance(state, dict) and isinstance(state.get("keys"), list) and "parts" not in state:
+            state.update(parts=[state.pop("keys")], part=0)  # a record of one batch, written before parts
+        if not (isinstance(state, dict) and isinstance(state.get("round"), int) and isinstance(state.get("part"), int)
+                and isinstance(state.get("parts"), list) and all(isinstance(p, list) for p in state["parts"])):
             raise InputError(f"{self.state_file} is not a record of a batch. Delete it to submit a new batch.")
         return state
 
@@ -169,39 +172,51 @@ class BatchRunner:
         client = _client(self.backend, self.timeout)
         try:
             state = self._load_state()
-            next_round = state["round"] if state else 0
-            while pending:
-                if state is None or not pending.keys() & set(state["keys"]):
-                    if next_round >= self.rounds:
-                        break
-                    state = self._upload(client, sorted(pending.values(), key=lambda s: s.index), next_round)
-                batch = self._attach(client, state)
-                batch = self._poll(client, batch, state)
-                answers, errors = self._collect(client, batch, state)
-                self._delete_input(client, state)
-                rounds_used = state["round"] + 1
-                for key in state["keys"]:
-                    spec = pending.get(key)
-                    if spec is None:
-                        continue
-                    if key in answers:
-                        self._answer(spec, answers[key], state["round"])
-                    else:
-                        error, final = errors.get(key, (f"batch {batch.status if batch else 'lost'}", False))
-                        if final or rounds_used >= self.rounds:
-                            self._fail(spec, error, final, rounds_used)
-                        else:
-                            last_error[key] = error
-                            continue
-                    del pending[key]
-                next_round, state = rounds_used, None
-                if pending and next_round < self.rounds:  # a run killed now goes on with the next round
-                    self._save_state({"round": next_round, "keys": [], "input_file_id": None, "batch_id": None})
-            for spec in sorted(pending.values(), key=lambda s: s.index):
-                self._fail(spec, last_error.get(spec.key, "batch not answered"), False, next_round)
+            if state is not None:  # calls the record's round has not planned (none, after a round ends) join it
+                planned = {key for part in state["parts"] for key in part}
+                state["parts"].extend(split_parts([spec for spec in ordered(pending) if spec.key not in planned]))
+            round_ = state["round"] if state else 0
+            while pending and round_ < self.rounds:
+                if state is None:
+                    state = {"round": round_, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
+                while state["part"] < len(state["parts"]):
+                    keys = [key for key in state["parts"][state["part"]] if key in pending]
+                    if keys:
+                        self._send(client, state, keys, pending, last_error)
+                    state.update(part=state["part"] + 1, input_file_id=None, batch_id=None)
+                    if state["part"] < len(state["parts"]):  # a run killed now goes on with the next part
+                        self._save_state(state)
+                round_, state = round_ + 1, None
+                if pending and round_ < self.rounds:  # a run killed now goes on with the next round
+                    self._save_state({"round": round_, "parts": [], "part": 0, "input_file_id": None, "batch_id": None})
+            for spec in ordered(pending):
+                self._fail(spec, last_error.get(spec.key, "batch not answered"), False, round_)
             self.state_file.unlink(missing_ok=True)
         finally:
             client.close()
+
+    def _send(self, client, state: dict, keys: list[str], pending: dict[str, CallSpec], last_error: dict[str, str]) -> None:
+        """One batch of the round's current part (``keys``, all pending): uploaded unless the
+        record holds its file, created or found, polled to its end; its answers and failures
+        leave ``pending``, what may be sent again stays there (with its error)."""
+        if state["input_file_id"] is None:
+            self._upload(client, state, [pending[key] for key in keys])
+        batch = self._attach(client, state)
+        batch = self._poll(client, batch, state, len(keys))
+        answers, errors = self._collect(client, batch, state, keys)
+        self._delete_input(client, state)
+        rounds_used = state["round"] + 1
+        for key in keys:
+            spec = pending[key]
+            if key in answers:
+                self._answer(spec, answers[key], state["round"])
+            else:
+                error, final = errors.get(key, (f"batch {batch.status if batch else 'lost'}", False))
+                if not final and rounds_used < self.rounds:
+                    last_error[key] = error
+                    continue
+                self._fail(spec, error, final, rounds_used)
+            del pending[key]
 
     def _answer(self, spec: CallSpec, answer: dict, round_: int) -> None:
         result = CallResult(spec.index, spec.key, **answer, retries=round_)
@@ -215,11 +230,14 @@ class BatchRunner:
         text = error if final else f"{error} after {rounds_used} batch{'es' if rounds_used != 1 else ''}"
         self.on_result(CallResult(spec.index, spec.key, retries=max(0, rounds_used - 1), error=text))
 
-    def _upload(self, client, specs: list[CallSpec], round_: int) -> dict:
+    def _upload(self, client, state: dict, specs: list[CallSpec]) -> None:
+        """The request file of ``specs``, uploaded; its id recorded in ``state`` (and the sidecar)."""
         import openai
 
         data = "".join(json.dumps(request_line(s), ensure_ascii=False) + "\n" for s in specs).encode("utf-8")
-        report(self.progress, "batch", 0, len(specs), f"uploading {len(specs):,} requests", milestone=True)
+        parts = len(state["parts"])
+        report(self.progress, "batch", 0, len(specs), f"uploading {len(specs):,} requests"
+               + (f" (part {state['part'] + 1} of {parts})" if parts > 1 else ""), milestone=True)
         try:
             uploaded = _transient("uploading the batch requests", self.sleep, self.poll_interval,
                                   lambda: client.files.create(file=("smm4h-batch.jsonl", data, "application/jsonl"), purpose="batch"),
@@ -228,9 +246,8 @@ class BatchRunner:
             if exc.status_code in (404, 405, 501):
                 raise InputError(f"the server at {self.backend.base_url} has no file upload for the Batch API ({exc.status_code}). Leave out --batch.") from None
             raise RunError(f"the server refused the batch request file ({exc.status_code}): {_message(exc)}.") from None
-        state = {"round": round_, "keys": [s.key for s in specs], "input_file_id": uploaded.id, "batch_id": None}
+        state.update(input_file_id=uploaded.id, batch_id=None)
         self._save_state(state)
-        return state
 
     def _attach(self, client, state: dict):
         """The batch of ``state``: retrieved by its id, found by its input file, or created (once)."""
@@ -266,7 +283,7 @@ class BatchRunner:
         self._save_state(state)
         return batch
 
-    def _poll(self, client, batch, state: dict):
+    def _poll(self, client, batch, state: dict, requests: int):
         import openai
 
         if batch is None:
@@ -277,7 +294,7 @@ class BatchRunner:
         while True:
             counts = batch.request_counts
             done = (counts.completed + counts.failed) if counts else 0
-            total = counts.total if counts and counts.total else len(state["keys"])
+            total = counts.total if counts and counts.total else requests
             report(self.progress, "batch", done, total, f"{batch.id} {batch.status}", milestone=batch.status in TERMINAL)
             if batch.status in TERMINAL:
                 return batch
@@ -300,8 +317,9 @@ class BatchRunner:
         except openai.OpenAIError:
             pass  # already gone, or the server keeps files: nothing is lost
 
-    def _collect(self, client, batch, state: dict) -> tuple[dict[str, dict], dict[str, tuple[str, bool]]]:
-        """Answers (checked) and errors ``(text, final)`` by custom id, from the batch's files."""
+    def _collect(self, client, batch, state: dict, keys: list[str]) -> tuple[dict[str, dict], dict[str, tuple[str, bool]]]:
+        """Answers (checked) and errors ``(text, final)`` by custom id, from the batch's files
+        (a ``failed`` batch: a final error for each of its ``keys``)."""
         answers: dict[str, dict] = {}
         errors: dict[str, tuple[str, bool]] = {}
         if batch is None:
@@ -309,7 +327,7 @@ class BatchRunner:
         if batch.status == "failed":
             found = [e for e in (batch.errors.data or [])] if batch.errors else []
             why = "; ".join(redact(f"{e.code}: {e.message}")[:300] for e in found) or "no reason given"
-            return answers, {key: (f"batch failed: {why}", True) for key in state["keys"]}
+            return answers, {key: (f"batch failed: {why}", True) for key in keys}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
@@ -321,33 +339,13 @@ class BatchRunner:
                 except json.JSONDecodeError:
                     continue  # its request counts as not answered
                 if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
-                    key, outcome = record["custom_id"], _outcome(record)
-                    if isinstance(outcome, dict):
-                        answers[key] = outcome
+                    key, result = record["custom_id"], outcome(record)
+                    if isinstance(result, dict):
+                        answers[key] = result
                         errors.pop(key, None)
                     elif key not in answers:
-                        errors[key] = outcome
+                        errors[key] = result
         return answers, errors
-
-
-def _outcome(record: dict) -> dict | tuple[str, bool]:
-    """A checked answer, or ``(error, final)``: a request refused for itself (4xx but 408, 409,
-    429) is final; a server error, a rate limit, an expiry or a malformed answer is sent again."""
-    response = record.get("response") if isinstance(record.get("response"), dict) else {}
-    status = response.get("status_code")
-    if status == 200:
-        try:
-            return answer_of_completion(response.get("body"))
-        except MalformedAnswer as exc:
-            return f"malformed response ({exc})", False
-    error = record.get("error") if isinstance(record.get("error"), dict) else None
-    body = response.get("body") if isinstance(response.get("body"), dict) else {}
-    detail = error or (body.get("error") if isinstance(body.get("error"), dict) else {}) or {}
-    message = redact(str(detail.get("message") or detail.get("code") or ""))[:300]
-    if isinstance(status, int):
-        final = 400 <= status < 500 and status not in (408, 409, 429)
-        return (f"HTTP {status}: {message}" if final else f"HTTP {status}"), final
-    return f"batch request {detail.get('code') or 'error'}", False
 
 
 def run_batch(specs: list[CallSpec], backend: Backend, cache: CallCache, on_result: Callable[[CallResult], None],

@@ -34,6 +34,7 @@ class ScriptedBatch(LoopbackServer):
         self.batches_api = batches_api
         self.refuse_after: int | None = None  # retrieves answered before the key is refused (401)
         self.flaky_polls = flaky_polls  # the first retrieves answer 503, as a busy API does
+        self.refuse_create_at: int | None = None  # this create (0 = the first) answered 400 once, as over the queue's limit
         self.models = list(models)
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -144,6 +145,9 @@ class ScriptedBatch(LoopbackServer):
 
     async def _create(self, request):
         body = await request.json()
+        if self.refuse_create_at == self.creates:
+            self.refuse_create_at = None
+            return web.json_response({"error": {"message": "Enqueued token limit reached (scripted)"}}, status=400)
         assert body["endpoint"] == "/v1/chat/completions" and body["completion_window"] == "24h"
         bid = f"batch_{self.creates}"
         script = self.outcomes[self.creates] if self.creates < len(self.outcomes) else {}

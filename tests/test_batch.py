@@ -35,6 +35,12 @@ def cached_calls(tmp_path) -> list[int]:
     return sorted(json.loads(line)["call"] for line in (tmp_path / "c.cache.jsonl").read_text().splitlines())
 
 
+def cached_calls_and_none(tmp_path) -> tuple[list[int], int]:
+    """The calls of the cache's lines, and how many lines were cached for calls of another run (``call`` null)."""
+    calls = [json.loads(line)["call"] for line in (tmp_path / "c.cache.jsonl").read_text().splitlines()]
+    return sorted(c for c in calls if c is not None), calls.count(None)
+
+
 def test_a_batch_run_writes_the_posts_of_the_synchronous_run_at_half_the_cost(train5, tmp_path):
     prices = {"price_in": 10.0, "price_out": 30.0}
     with Scripted() as server:
@@ -145,6 +151,58 @@ def test_a_run_stopped_in_its_second_part_resumes_that_batch_and_sends_no_part_t
         assert server.creates == 2 and server.uploads == 2 and server.submitted == [[0, 1], [2]]
     assert posts.equals(sync) and summary.batches == ["batch_1"] and summary.calls_cached == 2
     assert cached_calls(tmp_path) == [0, 1, 2] and not state_path(tmp_path / "c.cache.jsonl").exists()
+
+
+def test_a_batch_in_flight_is_seen_to_its_end_by_a_run_that_does_not_make_its_calls(train5, tmp_path):
+    """Paid answers are never dropped: a re-run with a smaller --n, or other calls altogether,
+    waits for the recorded batch, caches its answers, and no call is ever sent twice."""
+    with Scripted() as server:
+        sync, _ = generate(options(base_url=server.url), train5)
+    with ScriptedBatch() as server:
+        server.refuse_after = 2  # the run stops while batch_0 (calls 0, 1, 2) is in progress
+        with pytest.raises(RunError, match="resume batch batch_0"):
+            generate(batch_options(server, tmp_path), train5)
+        server.refuse_after = None
+        smaller, summary = generate(batch_options(server, tmp_path, n=10), train5)  # call 0 alone
+        assert server.creates == 1 and summary.batches == ["batch_0"] and smaller.height == 10
+        assert cached_calls_and_none(tmp_path) == ([0], 2)  # calls 1 and 2 paid for: cached, not dropped
+        other, summary = generate(batch_options(server, tmp_path, seed=1), train5)  # other calls: a batch of their own
+        assert server.creates == 2 and len(server.submitted[1]) == 3 and summary.calls_cached == 0 and other.height == 30
+        again, summary = generate(batch_options(server, tmp_path), train5)  # the first run's calls: all cached
+        assert server.creates == 2 and summary.calls_cached == 3
+    assert again.equals(sync) and not state_path(tmp_path / "c.cache.jsonl").exists()
+
+
+def test_a_refused_create_keeps_the_rounds_plan(train5, tmp_path, monkeypatch):
+    from smm4h_cli.generation import batch_files as batch_module
+
+    monkeypatch.setattr(batch_module, "MAX_REQUESTS", 2)
+    with ScriptedBatch([{"fail": {0: 500}}]) as server:
+        server.refuse_create_at = 1  # batch_0 is created; the second part's batch is refused once
+        with pytest.raises(RunError, match="refused to create the batch \\(400\\)"):
+            generate(batch_options(server, tmp_path), train5)
+        record = json.loads(state_path(tmp_path / "c.cache.jsonl").read_text())
+        assert record["round"] == 0 and record["part"] == 1 and record["input_file_id"] is None
+        assert "file-in-1" in server.deleted  # the refused part's request file
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        # the second part, then call 0 in the second round: no call in a third batch
+        assert server.submitted == [[0, 1], [2], [0]]
+    assert posts.height == 30 and summary.calls_failed == 0
+
+
+@pytest.mark.parametrize("record", [
+    {"round": 2, "parts": [], "part": 0, "input_file_id": None, "batch_id": None},  # past the last round
+    {"round": 0, "parts": [["a"]], "part": -1, "input_file_id": None, "batch_id": None},
+    {"round": True, "parts": [["a"]], "part": 0, "input_file_id": None, "batch_id": None},
+    {"round": 0, "parts": [[1, 2]], "part": 0, "input_file_id": None, "batch_id": None},
+    {"round": 0, "keys": "abc", "input_file_id": None, "batch_id": None},
+])
+def test_a_record_that_is_not_one_is_refused_with_what_to_do(train5, tmp_path, record):
+    state_path(tmp_path / "c.cache.jsonl").write_text(json.dumps(record))
+    with ScriptedBatch() as server:
+        with pytest.raises(InputError, match="is not a record of a batch. Delete it"):
+            generate(batch_options(server, tmp_path), train5)
+        assert server.uploads == 0
 
 
 def test_a_busy_api_while_polling_is_waited_out_not_a_second_batch(train5, tmp_path):

@@ -3,8 +3,8 @@
 One round: the calls not in the cache become JSON-lines request files (``batch_files``: one per
 part of at most 50,000 requests and 200 MB, the API's limits, in the order of the calls), each
 uploaded (``/v1/files``, purpose ``batch``), a batch created on it (``/v1/batches``, window 24 h)
-and polled with backoff until it ends, one batch in flight at a time (which also keeps a run
-within the account's queue of enqueued tokens); its output and error files are downloaded, and
+and polled with backoff until it ends, one batch in flight at a time; its output and error
+files are downloaded, and
 every answer passes the one gate of the synchronous path (``engine.answer_of_completion``) before
 it is cached and used.
 
@@ -13,8 +13,10 @@ Resume: the round's parts and the batch in flight are kept in a sidecar beside t
 upload (the input file's id), and after the batch is created (its id). A run killed at any
 moment resumes that batch, then the round's next part; one killed between the create and the
 save finds it again by its input file (``GET /v1/batches``), so no batch is ever submitted
-twice. The sidecar is removed when the run has every answer or has reported the calls that
-failed.
+twice. A batch in flight is always seen to its end, even by a run that does not make its calls
+(another ``--n``, a ``--fill`` round resumed): the answers it paid for are cached, and a call
+already in the cache is never sent. The sidecar is removed when the run has every answer or has
+reported the calls that failed.
 
 Ends other than ``completed``: the requests of a ``partially failed`` batch (its error file),
 an ``expired`` or a ``cancelled`` one (their requests not answered) are submitted again in a
@@ -33,7 +35,7 @@ from smm4h_cli import io
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
 from smm4h_cli.generation.batch_files import ENDPOINT, outcome, request_line, split_parts
-from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec
+from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, cached_result
 from smm4h_cli.progress import ProgressFn, report
 
 #: The Batch API costs half of the synchronous price (OpenAI's price list).
@@ -138,14 +140,18 @@ class BatchRunner:
             raise InputError(f"cannot read {self.state_file}, the record of the batch in flight. Delete it to submit a new batch.") from None
         if isinstance(state, dict) and isinstance(state.get("keys"), list) and "parts" not in state:
             state.update(parts=[state.pop("keys")], part=0)  # a record of one batch, written before parts
-        if not (isinstance(state, dict) and isinstance(state.get("round"), int) and isinstance(state.get("part"), int)
-                and isinstance(state.get("parts"), list) and all(isinstance(p, list) for p in state["parts"])):
+        def count(value, below: int | None = None) -> bool:
+            return type(value) is int and value >= 0 and (below is None or value < below)
+
+        if not (isinstance(state, dict) and count(state.get("round"), self.rounds) and count(state.get("part"))
+                and isinstance(state.get("parts"), list)
+                and all(isinstance(p, list) and all(isinstance(k, str) for k in p) for p in state["parts"])):
             raise InputError(f"{self.state_file} is not a record of a batch. Delete it to submit a new batch.")
         return state
 
     def _save_state(self, state: dict) -> None:
         try:
-            io.write_json(self.state_file, state)
+            io.write_text(self.state_file, json.dumps(state, separators=(",", ":")) + "\n")  # a key per call: compact
         except OSError as exc:
             raise RunError(f"cannot write {self.state_file}: {exc.strerror}.") from None
 
@@ -167,7 +173,11 @@ class BatchRunner:
             raise RunError(f"the Batch API answered {exc.status_code}: {what}. {self._hint(self._load_state())}") from None
 
     def _run(self, specs: list[CallSpec]) -> None:
-        pending = {spec.key: spec for spec in specs}
+        held = self.cache.load()  # answers cached since the caller looked (an earlier batch of this run)
+        for spec in specs:
+            if spec.key in held:
+                self.on_result(cached_result(spec, held[spec.key]))
+        pending = {spec.key: spec for spec in specs if spec.key not in held}
         last_error: dict[str, str] = {}
         client = _client(self.backend, self.timeout)
         try:
@@ -180,9 +190,9 @@ class BatchRunner:
                 if state is None:
                     state = {"round": round_, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
                 while state["part"] < len(state["parts"]):
-                    keys = [key for key in state["parts"][state["part"]] if key in pending]
-                    if keys:
-                        self._send(client, state, keys, pending, last_error)
+                    part = state["parts"][state["part"]]
+                    if state["input_file_id"] is not None or any(key in pending for key in part):
+                        self._send(client, state, part, pending, last_error)
                     state.update(part=state["part"] + 1, input_file_id=None, batch_id=None)
                     if state["part"] < len(state["parts"]):  # a run killed now goes on with the next part
                         self._save_state(state)
@@ -195,16 +205,20 @@ class BatchRunner:
         finally:
             client.close()
 
-    def _send(self, client, state: dict, keys: list[str], pending: dict[str, CallSpec], last_error: dict[str, str]) -> None:
-        """One batch of the round's current part (``keys``, all pending): uploaded unless the
-        record holds its file, created or found, polled to its end; its answers and failures
-        leave ``pending``, what may be sent again stays there (with its error)."""
+    def _send(self, client, state: dict, part: list[str], pending: dict[str, CallSpec], last_error: dict[str, str]) -> None:
+        """The batch of the round's current ``part``: its pending calls uploaded unless the record
+        holds its file, the batch created or found, polled to its end; its answers and failures
+        leave ``pending``, what may be sent again stays there (with its error). Answers to calls
+        of the part this run does not make (a batch in flight of another run) are cached."""
+        keys = [key for key in part if key in pending]
         if state["input_file_id"] is None:
             self._upload(client, state, [pending[key] for key in keys])
         batch = self._attach(client, state)
-        batch = self._poll(client, batch, state, len(keys))
+        batch = self._poll(client, batch, state, len(keys) or len(part))
         answers, errors = self._collect(client, batch, state, keys)
         self._delete_input(client, state)
+        for key in set(part) & answers.keys() - pending.keys():
+            self.cache.append({"key": key, "call": None, **answers[key], "retries": state["round"]})
         rounds_used = state["round"] + 1
         for key in keys:
             spec = pending[key]
@@ -274,8 +288,10 @@ class BatchRunner:
                 break
             except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError):
                 self.sleep(self.poll_interval)
-            except openai.APIStatusError as exc:
-                self.state_file.unlink(missing_ok=True)
+            except openai.APIStatusError as exc:  # the round's plan is kept; a re-run uploads this part again
+                self._delete_input(client, state)
+                state.update(input_file_id=None, batch_id=None)
+                self._save_state(state)
                 raise RunError(f"the server refused to create the batch ({exc.status_code}): {_message(exc)}.") from None
         else:
             raise RunError(f"the batch could not be created after {TRANSIENT_TRIES} tries. {hint}")

@@ -7,7 +7,7 @@ is set), ``finalizing``, and its end. Each request is answered deterministically
 same call synchronously, so a batch run and a synchronous run can be compared.
 
 ``outcomes[i]`` scripts the i-th batch created (default: completed, every request answered):
-``end``: completed | expired | cancelled | failed; ``fail``: {call: HTTP status} for requests
+``end``: completed | expired | cancelled | failed (``code``: its error's code); ``fail``: {call: HTTP status} for requests
 put in the error file; ``malformed``: calls whose answer has a number as content; ``answer``:
 for expired / cancelled batches, how many requests were answered before the end.
 """
@@ -34,7 +34,7 @@ class ScriptedBatch(LoopbackServer):
         self.batches_api = batches_api
         self.refuse_after: int | None = None  # retrieves answered before the key is refused (401)
         self.flaky_polls = flaky_polls  # the first retrieves answer 503, as a busy API does
-        self.refuse_create_at: int | None = None  # this create (0 = the first) answered 400 once, as over the queue's limit
+        self.refuse_create_at: int | None = None  # this create (0 = the first) answered 400 once
         self.models = list(models)
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -92,7 +92,8 @@ class ScriptedBatch(LoopbackServer):
                 batch[kind] = fid
         batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errs)}
         if end == "failed":
-            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "scripted refusal", "line": None, "param": None}]}
+            code = script.get("code", "invalid_request")
+            batch["errors"] = {"object": "list", "data": [{"code": code, "message": "scripted refusal", "line": None, "param": None}]}
         batch["status"] = end
 
     def _advance(self, batch: dict) -> None:
@@ -147,7 +148,7 @@ class ScriptedBatch(LoopbackServer):
         body = await request.json()
         if self.refuse_create_at == self.creates:
             self.refuse_create_at = None
-            return web.json_response({"error": {"message": "Enqueued token limit reached (scripted)"}}, status=400)
+            return web.json_response({"error": {"message": "scripted refusal of the create"}}, status=400)
         assert body["endpoint"] == "/v1/chat/completions" and body["completion_window"] == "24h"
         bid = f"batch_{self.creates}"
         script = self.outcomes[self.creates] if self.creates < len(self.outcomes) else {}

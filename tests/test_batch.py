@@ -154,23 +154,93 @@ def test_a_run_stopped_in_its_second_part_resumes_that_batch_and_sends_no_part_t
 
 
 def test_a_batch_in_flight_is_seen_to_its_end_by_a_run_that_does_not_make_its_calls(train5, tmp_path):
-    """Paid answers are never dropped: a re-run with a smaller --n, or other calls altogether,
-    waits for the recorded batch, caches its answers, and no call is ever sent twice."""
+    """Paid answers are never dropped: a re-run with a smaller --n, or with other calls
+    altogether, waits for the recorded batch and caches its answers; no call is sent twice."""
     with Scripted() as server:
         sync, _ = generate(options(base_url=server.url), train5)
+    for rerun, own_batch, height in (({"n": 10}, False, 10), ({"seed": 1}, True, 30)):
+        (tmp_path / "c.cache.jsonl").unlink(missing_ok=True)
+        with ScriptedBatch() as server:
+            server.refuse_after = 2  # the run stops while batch_0 (calls 0, 1, 2) is in progress
+            with pytest.raises(RunError, match="resume batch batch_0"):
+                generate(batch_options(server, tmp_path), train5)
+            server.refuse_after = None
+            posts, summary = generate(batch_options(server, tmp_path, **rerun), train5)
+            assert server.creates == 1 + own_batch and summary.batches == ["batch_0", "batch_1"][:1 + own_batch]
+            assert posts.height == height
+            if own_batch:  # none of the re-run's calls were in batch_0: its three answers cached for later
+                assert cached_calls_and_none(tmp_path)[1] == 3 and len(server.submitted[1]) == 3
+            else:  # call 0 was: answered from it; calls 1 and 2 cached
+                assert cached_calls_and_none(tmp_path) == ([0], 2)
+            again, summary = generate(batch_options(server, tmp_path), train5)  # the first run's calls: all cached
+            assert server.creates == 1 + own_batch and summary.calls_cached == 3
+        assert again.equals(sync) and not state_path(tmp_path / "c.cache.jsonl").exists()
+
+
+def test_an_uploaded_file_of_calls_the_run_does_not_make_gets_no_batch(train5, tmp_path):
+    """A run stopped after its upload, before its create; a re-run with other calls deletes that
+    file and pays for nothing of the other run."""
     with ScriptedBatch() as server:
-        server.refuse_after = 2  # the run stops while batch_0 (calls 0, 1, 2) is in progress
-        with pytest.raises(RunError, match="resume batch batch_0"):
+        from smm4h_cli.generation.backends import resolve_backend
+        from smm4h_cli.generation.batch_files import request_line
+        from smm4h_cli.generation.generate import plan_calls
+
+        opts = batch_options(server, tmp_path)
+        plan = plan_calls(opts, resolve_backend(None, server.url), train5)
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+        uploaded = client.files.create(file=("b.jsonl", "".join(json.dumps(request_line(c.spec)) + "\n" for c in plan).encode()), purpose="batch")
+        state_path(opts.cache_path).write_text(json.dumps(
+            {"round": 0, "parts": [[c.spec.key for c in plan]], "part": 0, "input_file_id": uploaded.id, "batch_id": None}))
+        posts, summary = generate(batch_options(server, tmp_path, seed=1), train5)
+        assert server.creates == 1 and summary.batches == ["batch_0"] and uploaded.id in server.deleted
+        assert len(server.submitted) == 1 and not set(server.submitted[0]) & {0, 1, 2}
+    assert posts.height == 30 and cached_calls_and_none(tmp_path) == ([0, 1, 2], 0)
+
+
+def test_calls_cached_since_the_caller_looked_are_answered_from_the_cache(train5, tmp_path):
+    """What an earlier batch of the same run cached (a --fill round's calls, collected from a
+    recorded batch): answered from the cache, never sent."""
+    from smm4h_cli.generation.backends import resolve_backend
+    from smm4h_cli.generation.batch import run_batch
+    from smm4h_cli.generation.generate import plan_calls
+
+    with ScriptedBatch() as server:
+        generate(batch_options(server, tmp_path), train5)
+        lines = (tmp_path / "c.cache.jsonl").read_text().splitlines()
+    (tmp_path / "c.cache.jsonl").write_text(lines[1] + "\n" + "not json\n")  # call 1's answer, and a bad line
+    with ScriptedBatch() as server:
+        opts = batch_options(server, tmp_path)
+        backend = resolve_backend(None, server.url)
+        specs = [c.spec for c in plan_calls(opts, backend, train5)]
+        cache, results = CallCache(opts.cache_path), []
+        run_batch(specs, backend, cache, results.append, poll_interval=0.01)
+        assert server.submitted == [[0, 2]]
+    assert sorted((r.index, r.cached) for r in results) == [(0, False), (1, True), (2, False)]
+    assert cache.ignored == 0  # the caller counts the cache's bad lines, once
+
+
+def test_a_batch_refused_for_the_accounts_token_queue_keeps_its_part_for_a_re_run(train5, tmp_path):
+    with Scripted() as server:
+        sync, _ = generate(options(base_url=server.url), train5)
+    with ScriptedBatch([{"end": "failed", "code": "token_limit_exceeded"}]) as server:
+        with pytest.raises(RunError, match="queue of enqueued tokens.*Run the same command again"):
             generate(batch_options(server, tmp_path), train5)
-        server.refuse_after = None
-        smaller, summary = generate(batch_options(server, tmp_path, n=10), train5)  # call 0 alone
-        assert server.creates == 1 and summary.batches == ["batch_0"] and smaller.height == 10
-        assert cached_calls_and_none(tmp_path) == ([0], 2)  # calls 1 and 2 paid for: cached, not dropped
-        other, summary = generate(batch_options(server, tmp_path, seed=1), train5)  # other calls: a batch of their own
-        assert server.creates == 2 and len(server.submitted[1]) == 3 and summary.calls_cached == 0 and other.height == 30
-        again, summary = generate(batch_options(server, tmp_path), train5)  # the first run's calls: all cached
-        assert server.creates == 2 and summary.calls_cached == 3
-    assert again.equals(sync) and not state_path(tmp_path / "c.cache.jsonl").exists()
+        record = json.loads(state_path(tmp_path / "c.cache.jsonl").read_text())
+        assert record["part"] == 0 and record["input_file_id"] is None and "file-in-0" in server.deleted
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.submitted == [[0, 1, 2], [0, 1, 2]] and summary.calls_failed == 0
+    assert posts.equals(sync)
+
+
+def test_a_run_without_batch_is_refused_while_a_batch_of_its_cache_is_in_flight(cli, train5, tmp_path):
+    record = {"round": 0, "parts": [["k"]], "part": 0, "input_file_id": "file-in-0", "batch_id": "batch_0"}
+    out = tmp_path / "o.jsonl"
+    state_path(out.with_suffix(".cache.jsonl")).write_text(json.dumps(record))
+    with Scripted() as server:
+        result = cli("generate", "--base-url", server.url, "-o", out)
+        assert result.exit_code == 2 and "recorded as in flight" in result.stderr and "--batch" in result.stderr
+        assert not server.attempts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.cache.jsonl.batch.json"]
 
 
 def test_a_refused_create_keeps_the_rounds_plan(train5, tmp_path, monkeypatch):
@@ -196,6 +266,8 @@ def test_a_refused_create_keeps_the_rounds_plan(train5, tmp_path, monkeypatch):
     {"round": True, "parts": [["a"]], "part": 0, "input_file_id": None, "batch_id": None},
     {"round": 0, "parts": [[1, 2]], "part": 0, "input_file_id": None, "batch_id": None},
     {"round": 0, "keys": "abc", "input_file_id": None, "batch_id": None},
+    {"round": 0, "parts": [["a"]], "part": 0, "batch_id": None},
+    {"round": 0, "parts": [["a"]], "part": 0, "input_file_id": None, "batch_id": 5},
 ])
 def test_a_record_that_is_not_one_is_refused_with_what_to_do(train5, tmp_path, record):
     state_path(tmp_path / "c.cache.jsonl").write_text(json.dumps(record))

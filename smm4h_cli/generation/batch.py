@@ -13,15 +13,17 @@ Resume: the round's parts and the batch in flight are kept in a sidecar beside t
 upload (the input file's id), and after the batch is created (its id). A run killed at any
 moment resumes that batch, then the round's next part; one killed between the create and the
 save finds it again by its input file (``GET /v1/batches``), so no batch is ever submitted
-twice. A batch in flight is always seen to its end, even by a run that does not make its calls
-(another ``--n``, a ``--fill`` round resumed): the answers it paid for are cached, and a call
-already in the cache is never sent. The sidecar is removed when the run has every answer or has
+twice. The next run with calls to send sees a recorded batch to its end even when they are not
+its calls (another ``--n``, a ``--fill`` round resumed): the answers it paid for are cached, a
+call already in the cache is never sent, and no batch is created for calls the run does not make. The sidecar is removed when the run has every answer or has
 reported the calls that failed.
 
 Ends other than ``completed``: the requests of a ``partially failed`` batch (its error file),
 an ``expired`` or a ``cancelled`` one (their requests not answered) are submitted again in a
 new batch, once (``rounds`` = 2), then reported as failed calls; a request refused for itself
-(HTTP 400) and every request of a ``failed`` batch (the file was refused) are reported at once.
+(HTTP 400) and every request of a ``failed`` batch (the file was refused) are reported at once,
+except a batch refused for the account's queue of enqueued tokens: the run stops, keeping the
+round's plan for a re-run, as when the API refuses to create a batch.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class BatchRunner:
             return type(value) is int and value >= 0 and (below is None or value < below)
 
         if not (isinstance(state, dict) and count(state.get("round"), self.rounds) and count(state.get("part"))
+                and all(k in state and (state[k] is None or isinstance(state[k], str)) for k in ("input_file_id", "batch_id"))
                 and isinstance(state.get("parts"), list)
                 and all(isinstance(p, list) and all(isinstance(k, str) for k in p) for p in state["parts"])):
             raise InputError(f"{self.state_file} is not a record of a batch. Delete it to submit a new batch.")
@@ -173,7 +176,9 @@ class BatchRunner:
             raise RunError(f"the Batch API answered {exc.status_code}: {what}. {self._hint(self._load_state())}") from None
 
     def _run(self, specs: list[CallSpec]) -> None:
+        ignored = self.cache.ignored
         held = self.cache.load()  # answers cached since the caller looked (an earlier batch of this run)
+        self.cache.ignored = ignored  # the caller counted the cache's bad lines already
         for spec in specs:
             if spec.key in held:
                 self.on_result(cached_result(spec, held[spec.key]))
@@ -213,8 +218,15 @@ class BatchRunner:
         keys = [key for key in part if key in pending]
         if state["input_file_id"] is None:
             self._upload(client, state, [pending[key] for key in keys])
-        batch = self._attach(client, state)
+        batch = self._attach(client, state, create=bool(keys))  # never a batch for calls this run does not make
         batch = self._poll(client, batch, state, len(keys) or len(part))
+        if batch is not None and batch.status == "failed" and _queue_full(batch):
+            self._delete_input(client, state)
+            state.update(input_file_id=None, batch_id=None)
+            self._save_state(state)
+            raise RunError(f"batch {batch.id} was refused: the account's queue of enqueued tokens for the model is full "
+                           "(token_limit_exceeded). Run the same command again once your other batches have finished; "
+                           "the calls answered so far are cached, and this part is sent again.")
         answers, errors = self._collect(client, batch, state, keys)
         self._delete_input(client, state)
         for key in set(part) & answers.keys() - pending.keys():
@@ -263,8 +275,9 @@ class BatchRunner:
         state.update(input_file_id=uploaded.id, batch_id=None)
         self._save_state(state)
 
-    def _attach(self, client, state: dict):
-        """The batch of ``state``: retrieved by its id, found by its input file, or created (once)."""
+    def _attach(self, client, state: dict, create: bool = True):
+        """The batch of ``state``: retrieved by its id, found by its input file, or created (once;
+        unless ``create`` is false: then None)."""
         import openai
 
         hint = self._hint(state)
@@ -280,6 +293,8 @@ class BatchRunner:
             if found:
                 batch = found[0]
                 break
+            if not create:
+                return None
             try:
                 batch = client.batches.create(
                     input_file_id=state["input_file_id"], endpoint=ENDPOINT, completion_window=WINDOW,
@@ -362,6 +377,12 @@ class BatchRunner:
                     elif key not in answers:
                         errors[key] = result
         return answers, errors
+
+
+def _queue_full(batch) -> bool:
+    """Whether a ``failed`` batch was refused for the account's queue of enqueued tokens (which
+    frees as other batches finish), not for its requests."""
+    return any(e.code == "token_limit_exceeded" for e in (batch.errors.data or [])) if batch.errors else False
 
 
 def run_batch(specs: list[CallSpec], backend: Backend, cache: CallCache, on_result: Callable[[CallResult], None],

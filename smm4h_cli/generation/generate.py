@@ -15,7 +15,8 @@ from dataclasses import replace
 import polars as pl
 
 from smm4h_cli.generation.assemble import Summary, assemble, estimate_cost  # noqa: F401 (re-exported)
-from smm4h_cli.generation.batch import check_batch_backend, run_batch
+from smm4h_cli.errors import InputError
+from smm4h_cli.generation.batch import check_batch_backend, run_batch, state_path
 from smm4h_cli.generation.backends import Backend, embedded_server, resolve_backend
 from smm4h_cli.generation.engine import CallCache, CallResult, RetryPolicy, cached_result, run_calls
 from smm4h_cli.generation.fill import next_round
@@ -48,6 +49,11 @@ def generate(
     some call is not in the cache.
     """
     started = time.monotonic()
+    if not options.batch and options.cache_path is not None and state_path(options.cache_path).exists():
+        raise InputError(
+            f"a batch of this cache's calls is recorded as in flight ({state_path(options.cache_path)}): the calls "
+            "would be paid twice. Run the same command with --batch to collect it, or delete that file to abandon it."
+        )
     backend = backend or resolve_backend(options.model, options.base_url)
     Planner(options, backend, train)  # the training data is checked before any server is asked
     timeout = options.timeout or (EMBEDDED_TIMEOUT if backend.kind == "embedded" else DEFAULT_TIMEOUT)

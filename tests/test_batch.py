@@ -177,6 +177,20 @@ def test_a_batch_in_flight_is_seen_to_its_end_by_a_run_that_does_not_make_its_ca
         assert again.equals(sync) and not state_path(tmp_path / "c.cache.jsonl").exists()
 
 
+def test_calls_a_recorded_resubmission_round_did_not_plan_get_both_rounds_of_their_own(train5, tmp_path):
+    """A run stopped in its second round (call 0 sent again), re-run with a larger --n: the
+    recorded round goes on, then the new call 3 gets a first batch and, failing there, a second."""
+    with ScriptedBatch([{"fail": {0: 500}}, {}, {"fail": {3: 500}}, {}]) as server:
+        server.refuse_after = 7  # batch_0 takes 5 retrieves to complete; batch_1 (call 0 again) is in progress at the 8th
+        with pytest.raises(RunError, match="resume batch batch_1"):
+            generate(batch_options(server, tmp_path), train5)
+        assert json.loads(state_path(tmp_path / "c.cache.jsonl").read_text())["round"] == 1
+        server.refuse_after = None
+        posts, summary = generate(batch_options(server, tmp_path, n=40), train5)
+        assert server.submitted == [[0, 1, 2], [0], [3], [3]]
+    assert posts.height == 40 and summary.calls_failed == 0 and summary.batches == ["batch_1", "batch_2", "batch_3"]
+
+
 def test_an_uploaded_file_of_calls_the_run_does_not_make_gets_no_batch(train5, tmp_path):
     """A run stopped after its upload, before its create; a re-run with other calls deletes that
     file and pays for nothing of the other run."""

@@ -15,7 +15,8 @@ moment resumes that batch, then the round's next part; one killed between the cr
 save finds it again by its input file (``GET /v1/batches``), so no batch is ever submitted
 twice. The next run with calls to send sees a recorded batch to its end even when they are not
 its calls (another ``--n``, a ``--fill`` round resumed): the answers it paid for are cached, a
-call already in the cache is never sent, and no batch is created for calls the run does not make. The sidecar is removed when the run has every answer or has
+call already in the cache is never sent, no batch is created for calls the run does not make,
+and calls the record did not plan get rounds of their own afterwards. The sidecar is removed when the run has every answer or has
 reported the calls that failed.
 
 Ends other than ``completed``: the requests of a ``partially failed`` batch (its error file),
@@ -183,32 +184,38 @@ class BatchRunner:
             if spec.key in held:
                 self.on_result(cached_result(spec, held[spec.key]))
         pending = {spec.key: spec for spec in specs if spec.key not in held}
-        last_error: dict[str, str] = {}
         client = _client(self.backend, self.timeout)
         try:
             state = self._load_state()
-            if state is not None:  # calls the record's round has not planned (none, after a round ends) join it
-                planned = {key for part in state["parts"] for key in part}
-                state["parts"].extend(split_parts([spec for spec in ordered(pending) if spec.key not in planned]))
-            round_ = state["round"] if state else 0
-            while pending and round_ < self.rounds:
-                if state is None:
-                    state = {"round": round_, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
-                while state["part"] < len(state["parts"]):
-                    part = state["parts"][state["part"]]
-                    if state["input_file_id"] is not None or any(key in pending for key in part):
-                        self._send(client, state, part, pending, last_error)
-                    state.update(part=state["part"] + 1, input_file_id=None, batch_id=None)
-                    if state["part"] < len(state["parts"]):  # a run killed now goes on with the next part
-                        self._save_state(state)
-                round_, state = round_ + 1, None
-                if pending and round_ < self.rounds:  # a run killed now goes on with the next round
-                    self._save_state({"round": round_, "parts": [], "part": 0, "input_file_id": None, "batch_id": None})
-            for spec in ordered(pending):
-                self._fail(spec, last_error.get(spec.key, "batch not answered"), False, round_)
+            planned = {key for part in state["parts"] for key in part} if state else set()
+            # the recorded rounds go on (their batch in flight seen to its end) for the calls they
+            # planned; calls they did not plan (another --n, a --fill round) then get rounds of their own
+            self._rounds(client, {k: s for k, s in pending.items() if k in planned}, state)
+            self._rounds(client, {k: s for k, s in pending.items() if k not in planned}, None)
             self.state_file.unlink(missing_ok=True)
         finally:
             client.close()
+
+    def _rounds(self, client, pending: dict[str, CallSpec], state: dict | None) -> None:
+        """Every call of ``pending`` answered or failed, in rounds of parts: from ``state`` (a
+        recorded round, whose batch in flight is collected even with nothing pending) or from round 0."""
+        last_error: dict[str, str] = {}
+        if state is None and pending:
+            state = {"round": 0, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
+        while state is not None:
+            while state["part"] < len(state["parts"]):
+                part = state["parts"][state["part"]]
+                if state["input_file_id"] is not None or any(key in pending for key in part):
+                    self._send(client, state, part, pending, last_error)
+                state.update(part=state["part"] + 1, input_file_id=None, batch_id=None)
+                if state["part"] < len(state["parts"]):  # a run killed now goes on with the next part
+                    self._save_state(state)
+            following, state = state["round"] + 1, None
+            if pending and following < self.rounds:  # the next round's plan, recorded: a run killed now goes on with it
+                state = {"round": following, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
+                self._save_state(state)
+        for spec in ordered(pending):  # none but calls a recorded last round planned in a part already passed
+            self._fail(spec, last_error.get(spec.key, "batch not answered"), False, self.rounds)
 
     def _send(self, client, state: dict, part: list[str], pending: dict[str, CallSpec], last_error: dict[str, str]) -> None:
         """The batch of the round's current ``part``: its pending calls uploaded unless the record

@@ -3,10 +3,9 @@
 One round: the calls not in the cache become JSON-lines request files (``batch_files``: one per
 part of at most 50,000 requests and 200 MB, the API's limits, in the order of the calls), each
 uploaded (``/v1/files``, purpose ``batch``), a batch created on it (``/v1/batches``, window 24 h)
-and polled with backoff until it ends, one batch in flight at a time; its output and error
-files are downloaded, and
-every answer passes the one gate of the synchronous path (``engine.answer_of_completion``) before
-it is cached and used.
+and polled with backoff until it ends, one batch in flight at a time; its output and error files
+are downloaded, and every answer passes the one gate of the synchronous path
+(``engine.answer_of_completion``) before it is cached and used.
 
 Resume: the round's parts and the batch in flight are kept in a sidecar beside the cache
 (``CACHE.batch.json``), written before each step that costs money can be repeated: after the
@@ -16,8 +15,8 @@ save finds it again by its input file (``GET /v1/batches``), so no batch is ever
 twice. The next run with calls to send sees a recorded batch to its end even when they are not
 its calls (another ``--n``, a ``--fill`` round resumed): the answers it paid for are cached, a
 call already in the cache is never sent, no batch is created for calls the run does not make,
-and calls the record did not plan get rounds of their own afterwards. The sidecar is removed when the run has every answer or has
-reported the calls that failed.
+and calls the record did not plan get rounds of their own afterwards. The sidecar is removed
+when the run has every answer or has reported the calls that failed.
 
 Ends other than ``completed``: the requests of a ``partially failed`` batch (its error file),
 an ``expired`` or a ``cancelled`` one (their requests not answered) are submitted again in a

@@ -191,6 +191,17 @@ def test_calls_a_recorded_resubmission_round_did_not_plan_get_both_rounds_of_the
     assert posts.height == 40 and summary.calls_failed == 0 and summary.batches == ["batch_1", "batch_2", "batch_3"]
 
 
+def test_a_record_between_rounds_written_before_plans_resumes_in_its_round(train5, tmp_path):
+    """The between-rounds record of the code before rounds had parts (no keys): the calls go on
+    in that round (the second), so they get one more batch, not two."""
+    record = {"round": 1, "keys": [], "input_file_id": None, "batch_id": None}
+    state_path(tmp_path / "c.cache.jsonl").write_text(json.dumps(record))
+    with ScriptedBatch([{"fail": {0: 500}}]) as server:
+        posts, summary = generate(batch_options(server, tmp_path), train5)
+        assert server.submitted == [[0, 1, 2]]
+    assert summary.calls_failed == 1 and summary.errors == {"HTTP 500": 1} and posts.height == 20
+
+
 def test_an_uploaded_file_of_calls_the_run_does_not_make_gets_no_batch(train5, tmp_path):
     """A run stopped after its upload, before its create; a re-run with other calls deletes that
     file and pays for nothing of the other run."""

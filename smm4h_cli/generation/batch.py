@@ -36,7 +36,7 @@ from typing import Any, Callable
 from smm4h_cli import io
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
-from smm4h_cli.generation.batch_files import ENDPOINT, outcome, request_line, split_parts
+from smm4h_cli.generation.batch_files import ENDPOINT, outcome, queue_full, request_line, split_parts
 from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, cached_result
 from smm4h_cli.progress import ProgressFn, report
 
@@ -186,10 +186,13 @@ class BatchRunner:
         client = _client(self.backend, self.timeout)
         try:
             state = self._load_state()
+            if state is not None and state["input_file_id"] is None and not any(state["parts"]):
+                state["parts"] = split_parts(ordered(pending))  # a record between rounds, written before plans were
             planned = {key for part in state["parts"] for key in part} if state else set()
             # the recorded rounds go on (their batch in flight seen to its end) for the calls they
             # planned; calls they did not plan (another --n, a --fill round) then get rounds of their own
             self._rounds(client, {k: s for k, s in pending.items() if k in planned}, state)
+            self.state_file.unlink(missing_ok=True)
             self._rounds(client, {k: s for k, s in pending.items() if k not in planned}, None)
             self.state_file.unlink(missing_ok=True)
         finally:
@@ -214,7 +217,7 @@ class BatchRunner:
                 state = {"round": following, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
                 self._save_state(state)
         for spec in ordered(pending):  # none but calls a recorded last round planned in a part already passed
-            self._fail(spec, last_error.get(spec.key, "batch not answered"), False, self.rounds)
+            self._fail(spec, "not answered in the batches of the round the run resumed", True, self.rounds)
 
     def _send(self, client, state: dict, part: list[str], pending: dict[str, CallSpec], last_error: dict[str, str]) -> None:
         """The batch of the round's current ``part``: its pending calls uploaded unless the record
@@ -226,7 +229,7 @@ class BatchRunner:
             self._upload(client, state, [pending[key] for key in keys])
         batch = self._attach(client, state, create=bool(keys))  # never a batch for calls this run does not make
         batch = self._poll(client, batch, state, len(keys) or len(part))
-        if batch is not None and batch.status == "failed" and _queue_full(batch):
+        if batch is not None and batch.status == "failed" and queue_full(batch):
             self._delete_input(client, state)
             state.update(input_file_id=None, batch_id=None)
             self._save_state(state)
@@ -383,12 +386,6 @@ class BatchRunner:
                     elif key not in answers:
                         errors[key] = result
         return answers, errors
-
-
-def _queue_full(batch) -> bool:
-    """Whether a ``failed`` batch was refused for the account's queue of enqueued tokens (which
-    frees as other batches finish), not for its requests."""
-    return any(e.code == "token_limit_exceeded" for e in (batch.errors.data or [])) if batch.errors else False
 
 
 def run_batch(specs: list[CallSpec], backend: Backend, cache: CallCache, on_result: Callable[[CallResult], None],

@@ -1,5 +1,6 @@
-"""The Batch API's files: the request file's lines, in parts within the API's limits, and the
-outcome of each line of a batch's output and error files."""
+"""The Batch API's files and errors: the request file's lines, in parts within the API's limits,
+the outcome of each line of a batch's output and error files, and a batch refused for the
+account's queue."""
 
 from __future__ import annotations
 
@@ -56,3 +57,9 @@ def outcome(record: dict) -> dict | tuple[str, bool]:
         final = 400 <= status < 500 and status not in (408, 409, 429)
         return (f"HTTP {status}: {message}" if final else f"HTTP {status}"), final
     return f"batch request {detail.get('code') or 'error'}", False
+
+
+def queue_full(batch) -> bool:
+    """Whether a ``failed`` batch was refused for the account's queue of enqueued tokens (which
+    frees as other batches finish), not for its requests."""
+    return any(e.code == "token_limit_exceeded" for e in (batch.errors.data or [])) if batch.errors else False

@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,7 +344,7 @@ def paired(sets: dict[str, pl.DataFrame], args, n_pairs: int = 40) -> None:
               f"rows faster in {(diff > 0).sum()}/{n_pairs} pairs; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
-def linears_alone(config, tokens: int, threads: int) -> tuple[callable, float]:
+def linears_alone(config, tokens: int, threads: int) -> tuple[Callable[[], None], float]:
     """The matrix products of the encoder's linear layers in one training step of ``tokens``
     tokens, alone, in bf16 as autocast runs them: for every layer's Q, K, V, attention output and
     two feed-forward matrices the forward product, the gradient of the input and the gradient of

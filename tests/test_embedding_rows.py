@@ -143,7 +143,7 @@ def _trainer(model, tmp_path, posts):
 
 
 @pytest.mark.parametrize("written, resumed", [("dense", "rows"), ("rows", "dense")])
-def test_a_checkpoint_of_the_other_layout_resumes_with_the_same_moments(tmp_path, written, resumed):
+def test_a_checkpoint_of_the_other_layout_resumes_with_the_same_moments(tmp_path, monkeypatch, written, resumed):
     """A run interrupted with one embedding layout and resumed with the other (another device,
     another number of processes, or a checkpoint from before): the Trainer loads its optimizer
     state and the moments fit the parameters, those of the rows outside being zero."""
@@ -172,7 +172,11 @@ def test_a_checkpoint_of_the_other_layout_resumes_with_the_same_moments(tmp_path
     torch.save(first.lr_scheduler.state_dict(), checkpoint / "scheduler.pt")
 
     second = make(resumed)
+    gathered = []
+    real_rows = embedding_rows.dataset_rows
+    monkeypatch.setattr(embedding_rows, "dataset_rows", lambda *a: gathered.append(1) or real_rows(*a))
     second._load_optimizer_and_scheduler(str(checkpoint))
+    assert len(gathered) == (resumed == "dense")  # a model holding the rows does not gather them again
     embedding = first.model.get_input_embeddings()
     table = embedding.weight if written == "dense" else None
     moment = first.optimizer.state[table if table is not None else embedding.trained]["exp_avg"]

@@ -25,7 +25,7 @@ the shape of the parameters (the moments of the rows left out are zero).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -135,16 +135,17 @@ def install(model: nn.Module, rows: torch.Tensor, weight_decay: float = 0.0) -> 
     return True
 
 
-def fit_optimizer_state(optimizer, model: nn.Module, rows: torch.Tensor) -> None:
+def fit_optimizer_state(optimizer, model: nn.Module, rows: torch.Tensor | Callable[[], torch.Tensor]) -> None:
     """AdamW moments of a checkpoint written with the other embedding layout, in the shape of
     ``model``'s: the dense moments' ``rows`` for a ``RowsEmbedding``; for a dense embedding, the
     rows' moments in a zero table (a row outside ``rows`` never had a gradient, so its moments
-    are zero). ``rows``: what ``install`` was given (the padding row is added as it adds it)."""
+    are zero). ``rows``: what ``install`` was given (the padding row is added as it adds it), or
+    a function computing it, called only for a dense embedding (a ``RowsEmbedding`` holds them)."""
     embedding, _ = _embeddings(model)
     if isinstance(embedding, RowsEmbedding):
         param, rows = embedding.trained, embedding.rows
     elif type(embedding) is nn.Embedding:
-        param, rows = embedding.weight, trained_rows(rows, embedding.padding_idx)
+        param, rows = embedding.weight, trained_rows(rows() if callable(rows) else rows, embedding.padding_idx)
     else:
         return
     for group in optimizer.param_groups:

@@ -294,8 +294,9 @@ def trainer_class(class_weights: list[float] | None):
             if checkpoint is not None:
                 from smm4h_cli.training import embedding_rows
 
-                # a checkpoint of the other embedding layout (dense / rows) resumes the same
-                rows = embedding_rows.dataset_rows(self.train_dataset, self.processing_class)
+                # a checkpoint of the other embedding layout (dense / rows) resumes the same; the
+                # training set's rows are gathered only for a dense model (a RowsEmbedding holds them)
+                rows = lambda: embedding_rows.dataset_rows(self.train_dataset, self.processing_class)  # noqa: E731
                 embedding_rows.fit_optimizer_state(self.optimizer, self.model, rows)
                 check_optimizer_state(self.optimizer, checkpoint)
 

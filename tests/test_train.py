@@ -204,6 +204,18 @@ def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
     assert (out / "seed-0" / "model.safetensors").stat().st_mtime_ns == before
 
 
+@slow
+def test_weight_decay_trains_the_whole_embedding_table(data, cli, tmp_path):
+    """--weight-decay above 0: every word-embedding row decays, so the dense embedding is kept
+    (none of the training set's rows alone) and the run records the setting."""
+    out = tmp_path / "wd"
+    result = cli(*_train_args(data, out, "--epochs", "1", "--weight-decay", "0.01"))
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    assert metrics["embedding_rows_trained"] is None
+    assert json.loads((out / "seed-0" / "train_config.json").read_text())["weight_decay"] == 0.01
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -216,6 +228,7 @@ def test_existing_run_needs_resume_or_force(run, data, cli, tmp_path):
         pytest.param(["--model", str(ROOT / "docs")], "could not load the model", marks=slow),  # transformers tries to load it
         (["--precision", "fp8"], "--precision must be one of auto, fp32, bf16, fp16"),
         (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be 0 or more"),
     ],
 )
 def test_bad_options_exit_2(data, tmp_path, cli, extra, message):
@@ -362,9 +375,10 @@ def test_resume_refuses_changed_settings_of_a_finished_run(run, data, cli, tmp_p
     """Fault: with every seed finished, --resume took new settings and wrote them into summary.json."""
     out = _copy_run(run, tmp_path)
     before = (out / "summary.json").read_text()
-    result = cli(*_train_args(data, out, "--epochs", "3", "--resume", "--lr", "1e-3"))
+    result = cli(*_train_args(data, out, "--epochs", "3", "--resume", "--lr", "1e-3", "--weight-decay", "0.01"))
     assert result.exit_code == 2, result.stderr
-    assert "--epochs 2 (now 3), --lr 0.0003 (now 0.001)" in result.stderr and "--force to start over" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "--epochs 2 (now 3), --lr 0.0003 (now 0.001)" in said and "--weight-decay 0.0 (now 0.01)" in said and "--force to start over" in said
     assert (out / "summary.json").read_text() == before
 
 

@@ -61,6 +61,7 @@ def train_cli(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per post; batches are padded only to their longest post.")] = 128,
     warmup: Annotated[float, typer.Option("--warmup", help="Share of the steps with a linear learning-rate warm-up (the paper: 0).")] = 0.0,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (the Trainer's default: 0). Above 0 every word-embedding row decays, so the whole embedding table stays in the optimizer.")] = 0.0,
     balance: Annotated[Balance, typer.Option("--balance", help="Answer to class imbalance: none; class-weight (loss weighted by inverse class frequency); oversample (positives repeated until the classes are equal).")] = Balance.none,
     seed: Seed = 0,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Several seeds in one call, e.g. 1,2,3: one seed-N folder each and a summary with mean and standard deviation.", show_default=False)] = None,
@@ -90,7 +91,7 @@ def train_cli(
     options = TrainOptions(
         out=out or Path("runs/synthetic" if with_synthetic else "runs/baseline"),
         model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, device=device,
-        balance=balance.value, resume=resume, force=force, seed=seed_list[0], threads=threads, warmup_ratio=warmup,
+        balance=balance.value, resume=resume, force=force, seed=seed_list[0], threads=threads, warmup_ratio=warmup, weight_decay=weight_decay,
         precision=precision,
     )
     cols = columns(text_col, label_col, id_col)

@@ -263,7 +263,8 @@ def test_a_run_without_batch_is_refused_while_a_batch_of_its_cache_is_in_flight(
     state_path(out.with_suffix(".cache.jsonl")).write_text(json.dumps(record))
     with Scripted() as server:
         result = cli("generate", "--base-url", server.url, "-o", out)
-        assert result.exit_code == 2 and "recorded as in flight" in result.stderr and "--batch" in result.stderr
+        said = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and "a --batch run of this cache is recorded" in said and "with --batch to finish it" in said
         assert not server.attempts
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.cache.jsonl.batch.json"]
 

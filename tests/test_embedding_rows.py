@@ -142,11 +142,12 @@ def _trainer(model, tmp_path, posts):
     return hf.trainer_class(None)(model=model, args=args, train_dataset=posts)
 
 
-@pytest.mark.parametrize("written, resumed", [("dense", "rows"), ("rows", "dense")])
+@pytest.mark.parametrize("written, resumed", [("dense", "rows"), ("rows", "dense"), ("dense", "dense"), ("rows", "rows")])
 def test_a_checkpoint_of_the_other_layout_resumes_with_the_same_moments(tmp_path, monkeypatch, written, resumed):
     """A run interrupted with one embedding layout and resumed with the other (another device,
     another number of processes, or a checkpoint from before): the Trainer loads its optimizer
-    state and the moments fit the parameters, those of the rows outside being zero."""
+    state and the moments fit the parameters, those of the rows outside being zero; resumed with
+    its own layout, the moments are loaded as saved."""
     posts = hf.Posts([{"input_ids": [2, 5, 9, 0], "attention_mask": [1, 1, 1, 0], "labels": 1}, {"input_ids": [2, 7, 9, 3], "attention_mask": [1] * 4, "labels": 0}])
     rows = embedding_rows.token_rows(posts)
 
@@ -176,14 +177,18 @@ def test_a_checkpoint_of_the_other_layout_resumes_with_the_same_moments(tmp_path
     real_rows = embedding_rows.dataset_rows
     monkeypatch.setattr(embedding_rows, "dataset_rows", lambda *a: gathered.append(1) or real_rows(*a))
     second._load_optimizer_and_scheduler(str(checkpoint))
-    assert len(gathered) == (resumed == "dense")  # a model holding the rows does not gather them again
+    # the training set's rows are gathered only to fit a rows checkpoint to a dense model: a
+    # model holding the rows has them, and a checkpoint of its own layout fits as it is
+    assert len(gathered) == (written == "rows" and resumed == "dense")
     embedding = first.model.get_input_embeddings()
     table = embedding.weight if written == "dense" else None
     moment = first.optimizer.state[table if table is not None else embedding.trained]["exp_avg"]
     target = second.model.get_input_embeddings()
     fitted = second.optimizer.state[target.trained if resumed == "rows" else target.weight]["exp_avg"]
     used = embedding_rows.trained_rows(rows, 0)
-    if resumed == "rows":
+    if written == resumed:  # the same layout: the moments as they were saved
+        assert torch.equal(fitted, moment)
+    elif resumed == "rows":
         assert torch.equal(fitted, moment[used])
     else:
         assert fitted.shape == (VOCAB, 16) and torch.equal(fitted[used], moment)

@@ -51,8 +51,8 @@ def generate(
     started = time.monotonic()
     if not options.batch and options.cache_path is not None and state_path(options.cache_path).exists():
         raise InputError(
-            f"a batch of this cache's calls is recorded as in flight ({state_path(options.cache_path)}): the calls "
-            "would be paid twice. Run the same command with --batch to collect it, or delete that file to abandon it."
+            f"a --batch run of this cache is recorded, with batches in flight or planned ({state_path(options.cache_path)}): "
+            "calls made now could be paid twice. Run the same command with --batch to finish it, or delete that file to abandon it."
         )
     backend = backend or resolve_backend(options.model, options.base_url)
     Planner(options, backend, train)  # the training data is checked before any server is asked

@@ -140,12 +140,13 @@ def fit_optimizer_state(optimizer, model: nn.Module, rows: torch.Tensor | Callab
     ``model``'s: the dense moments' ``rows`` for a ``RowsEmbedding``; for a dense embedding, the
     rows' moments in a zero table (a row outside ``rows`` never had a gradient, so its moments
     are zero). ``rows``: what ``install`` was given (the padding row is added as it adds it), or
-    a function computing it, called only for a dense embedding (a ``RowsEmbedding`` holds them)."""
+    a function computing it, called only where a dense embedding has moments of the rows layout
+    to fit (a ``RowsEmbedding`` holds its rows; a dense checkpoint's moments fit as they are)."""
     embedding, _ = _embeddings(model)
     if isinstance(embedding, RowsEmbedding):
-        param, rows = embedding.trained, embedding.rows
+        param, known = embedding.trained, embedding.rows
     elif type(embedding) is nn.Embedding:
-        param, rows = embedding.weight, trained_rows(rows() if callable(rows) else rows, embedding.padding_idx)
+        param, known = embedding.weight, None
     else:
         return
     for group in optimizer.param_groups:
@@ -156,10 +157,12 @@ def fit_optimizer_state(optimizer, model: nn.Module, rows: torch.Tensor | Callab
             for key, moment in list(state.items()):
                 if not torch.is_tensor(moment) or moment.dim() != 2 or moment.shape == p.shape or moment.shape[1] != p.shape[1]:
                     continue
-                index = rows.to(moment.device)
+                if known is None:
+                    known = trained_rows(rows() if callable(rows) else rows, embedding.padding_idx)
+                index = known.to(moment.device)
                 if isinstance(embedding, RowsEmbedding) and moment.shape[0] == embedding.num_embeddings:
                     state[key] = moment[index].clone()
-                elif not isinstance(embedding, RowsEmbedding) and moment.shape[0] == len(rows):
+                elif not isinstance(embedding, RowsEmbedding) and moment.shape[0] == len(known):
                     table = moment.new_zeros(p.shape)
                     table[index] = moment
                     state[key] = table

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from smm4h_cli import io
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
-from smm4h_cli.generation.batch_files import ENDPOINT, outcome, queue_full, request_line, split_parts
+from smm4h_cli.generation.batch_files import ENDPOINT, ordered, outcome, queue_full, request_line, split_parts
 from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, cached_result
 from smm4h_cli.progress import ProgressFn, report
 
@@ -95,9 +95,9 @@ def check_batch_backend(backend: Backend, timeout: float = 10.0) -> None:
         client.close()
 
 
-def ordered(specs: dict[str, CallSpec]) -> list[CallSpec]:
-    """The specs in the order of their calls."""
-    return sorted(specs.values(), key=lambda spec: spec.index)
+def _count(value: Any, below: int | None = None) -> bool:
+    """Whether ``value`` is a whole number (not a bool) from 0, below ``below`` if given."""
+    return type(value) is int and value >= 0 and (below is None or value < below)
 
 
 def _transient(step: str, sleep: Callable[[float], None], base: float, fn: Callable[[], Any], batch_hint: str) -> Any:
@@ -142,10 +142,7 @@ class BatchRunner:
             raise InputError(f"cannot read {self.state_file}, the record of the batch in flight. Delete it to submit a new batch.") from None
         if isinstance(state, dict) and isinstance(state.get("keys"), list) and "parts" not in state:
             state.update(parts=[state.pop("keys")], part=0)  # a record of one batch, written before parts
-        def count(value, below: int | None = None) -> bool:
-            return type(value) is int and value >= 0 and (below is None or value < below)
-
-        if not (isinstance(state, dict) and count(state.get("round"), self.rounds) and count(state.get("part"))
+        if not (isinstance(state, dict) and _count(state.get("round"), self.rounds) and _count(state.get("part"))
                 and all(k in state and (state[k] is None or isinstance(state[k], str)) for k in ("input_file_id", "batch_id"))
                 and isinstance(state.get("parts"), list)
                 and all(isinstance(p, list) and all(isinstance(k, str) for k in p) for p in state["parts"])):
@@ -230,9 +227,7 @@ class BatchRunner:
         batch = self._attach(client, state, create=bool(keys))  # never a batch for calls this run does not make
         batch = self._poll(client, batch, state, len(keys) or len(part))
         if batch is not None and batch.status == "failed" and queue_full(batch):
-            self._delete_input(client, state)
-            state.update(input_file_id=None, batch_id=None)
-            self._save_state(state)
+            self._drop_batch(client, state)
             raise RunError(f"batch {batch.id} was refused: the account's queue of enqueued tokens for the model is full "
                            "(token_limit_exceeded). Run the same command again once your other batches have finished; "
                            "the calls answered so far are cached, and this part is sent again.")
@@ -312,10 +307,8 @@ class BatchRunner:
                 break
             except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError):
                 self.sleep(self.poll_interval)
-            except openai.APIStatusError as exc:  # the round's plan is kept; a re-run uploads this part again
-                self._delete_input(client, state)
-                state.update(input_file_id=None, batch_id=None)
-                self._save_state(state)
+            except openai.APIStatusError as exc:
+                self._drop_batch(client, state)
                 raise RunError(f"the server refused to create the batch ({exc.status_code}): {_message(exc)}.") from None
         else:
             raise RunError(f"the batch could not be created after {TRANSIENT_TRIES} tries. {hint}")
@@ -345,6 +338,13 @@ class BatchRunner:
                                    lambda: client.batches.retrieve(batch.id), self._hint(state))
             except openai.NotFoundError:
                 return None
+
+    def _drop_batch(self, client, state: dict) -> None:
+        """A batch the API would not take: its request file deleted and its ids cleared in the
+        record, which keeps the round's plan, so that a re-run sends this part again."""
+        self._delete_input(client, state)
+        state.update(input_file_id=None, batch_id=None)
+        self._save_state(state)
 
     def _delete_input(self, client, state: dict) -> None:
         """The round's request file, once its batch is over: deleted from the account, best effort

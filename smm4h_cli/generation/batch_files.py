@@ -24,6 +24,11 @@ def request_line(spec: CallSpec) -> dict[str, Any]:
     return {"custom_id": spec.key, "method": "POST", "url": ENDPOINT, "body": body}
 
 
+def ordered(specs: dict[str, CallSpec]) -> list[CallSpec]:
+    """The specs in the order of their calls."""
+    return sorted(specs.values(), key=lambda spec: spec.index)
+
+
 def split_parts(specs: list[CallSpec]) -> list[list[str]]:
     """The keys of ``specs``, in order, in parts of at most ``MAX_REQUESTS`` requests and
     ``MAX_BYTES`` bytes of request file each (one batch each)."""

@@ -7,6 +7,7 @@ Library code never prints: transformers' own reports and bars are silenced here.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -295,8 +296,8 @@ def trainer_class(class_weights: list[float] | None):
                 from smm4h_cli.training import embedding_rows
 
                 # a checkpoint of the other embedding layout (dense / rows) resumes the same; the
-                # training set's rows are gathered only for a dense model (a RowsEmbedding holds them)
-                rows = lambda: embedding_rows.dataset_rows(self.train_dataset, self.processing_class)  # noqa: E731
+                # training set's rows are gathered only where a dense model fits rows-layout moments
+                rows = functools.partial(embedding_rows.dataset_rows, self.train_dataset, self.processing_class)
                 embedding_rows.fit_optimizer_state(self.optimizer, self.model, rows)
                 check_optimizer_state(self.optimizer, checkpoint)
 

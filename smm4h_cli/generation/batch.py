@@ -36,7 +36,7 @@ from typing import Any, Callable
 from smm4h_cli import io
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
-from smm4h_cli.generation.batch_files import ENDPOINT, ordered, outcome, queue_full, request_line, split_parts
+from smm4h_cli.generation.batch_files import ENDPOINT, is_count, ordered, outcome, queue_full, request_line, round_record
 from smm4h_cli.generation.engine import CallCache, CallResult, CallSpec, cached_result
 from smm4h_cli.progress import ProgressFn, report
 
@@ -95,11 +95,6 @@ def check_batch_backend(backend: Backend, timeout: float = 10.0) -> None:
         client.close()
 
 
-def _count(value: Any, below: int | None = None) -> bool:
-    """Whether ``value`` is a whole number (not a bool) from 0, below ``below`` if given."""
-    return type(value) is int and value >= 0 and (below is None or value < below)
-
-
 def _transient(step: str, sleep: Callable[[float], None], base: float, fn: Callable[[], Any], batch_hint: str) -> Any:
     """``fn()``, retried with backoff on connection errors, timeouts, 429 and 5xx."""
     import openai
@@ -142,7 +137,7 @@ class BatchRunner:
             raise InputError(f"cannot read {self.state_file}, the record of the batch in flight. Delete it to submit a new batch.") from None
         if isinstance(state, dict) and isinstance(state.get("keys"), list) and "parts" not in state:
             state.update(parts=[state.pop("keys")], part=0)  # a record of one batch, written before parts
-        if not (isinstance(state, dict) and _count(state.get("round"), self.rounds) and _count(state.get("part"))
+        if not (isinstance(state, dict) and is_count(state.get("round"), self.rounds) and is_count(state.get("part"))
                 and all(k in state and (state[k] is None or isinstance(state[k], str)) for k in ("input_file_id", "batch_id"))
                 and isinstance(state.get("parts"), list)
                 and all(isinstance(p, list) and all(isinstance(k, str) for k in p) for p in state["parts"])):
@@ -184,7 +179,7 @@ class BatchRunner:
         try:
             state = self._load_state()
             if state is not None and state["input_file_id"] is None and not any(state["parts"]):
-                state["parts"] = split_parts(ordered(pending))  # a record between rounds, written before plans were
+                state.update(round_record(state["round"], pending))  # a record between rounds, written before plans were
             planned = {key for part in state["parts"] for key in part} if state else set()
             # the recorded rounds go on (their batch in flight seen to its end) for the calls they
             # planned; calls they did not plan (another --n, a --fill round) then get rounds of their own
@@ -200,7 +195,7 @@ class BatchRunner:
         recorded round, whose batch in flight is collected even with nothing pending) or from round 0."""
         last_error: dict[str, str] = {}
         if state is None and pending:
-            state = {"round": 0, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
+            state = round_record(0, pending)
         while state is not None:
             while state["part"] < len(state["parts"]):
                 part = state["parts"][state["part"]]
@@ -211,7 +206,7 @@ class BatchRunner:
                     self._save_state(state)
             following, state = state["round"] + 1, None
             if pending and following < self.rounds:  # the next round's plan, recorded: a run killed now goes on with it
-                state = {"round": following, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
+                state = round_record(following, pending)
                 self._save_state(state)
         for spec in ordered(pending):  # none but calls a recorded last round planned in a part already passed
             self._fail(spec, "not answered in the batches of the round the run resumed", True, self.rounds)
@@ -234,7 +229,7 @@ class BatchRunner:
         answers, errors = self._collect(client, batch, state, keys)
         self._delete_input(client, state)
         for key in set(part) & answers.keys() - pending.keys():
-            self.cache.append({"key": key, "call": None, **answers[key], "retries": state["round"]})
+            self._cache(key, None, answers[key], state["round"])
         rounds_used = state["round"] + 1
         for key in keys:
             spec = pending[key]
@@ -249,12 +244,12 @@ class BatchRunner:
             del pending[key]
 
     def _answer(self, spec: CallSpec, answer: dict, round_: int) -> None:
-        result = CallResult(spec.index, spec.key, **answer, retries=round_)
-        self.cache.append({
-            "key": result.key, "call": result.index, "content": result.content, "finish_reason": result.finish_reason,
-            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "retries": result.retries,
-        })
-        self.on_result(result)
+        self._cache(spec.key, spec.index, answer, round_)
+        self.on_result(CallResult(spec.index, spec.key, **answer, retries=round_))
+
+    def _cache(self, key: str, call: int | None, answer: dict, round_: int) -> None:
+        """The cache line of an answer (``call`` None: a call of another run, answered in a batch of its)."""
+        self.cache.append({"key": key, "call": call, **answer, "retries": round_})
 
     def _fail(self, spec: CallSpec, error: str, final: bool, rounds_used: int) -> None:
         text = error if final else f"{error} after {rounds_used} batch{'es' if rounds_used != 1 else ''}"

@@ -1,6 +1,6 @@
 """The Batch API's files and errors: the request file's lines, in parts within the API's limits,
-the outcome of each line of a batch's output and error files, and a batch refused for the
-account's queue."""
+the record of a round (the sidecar's content), the outcome of each line of a batch's output and
+error files, and a batch refused for the account's queue."""
 
 from __future__ import annotations
 
@@ -42,6 +42,16 @@ def split_parts(specs: list[CallSpec]) -> list[list[str]]:
         parts[-1].append(spec.key)
         size += line
     return parts
+
+
+def round_record(round_: int, pending: dict[str, CallSpec]) -> dict:
+    """The record of a round about to be sent: the pending calls in parts, nothing uploaded yet."""
+    return {"round": round_, "parts": split_parts(ordered(pending)), "part": 0, "input_file_id": None, "batch_id": None}
+
+
+def is_count(value: Any, below: int | None = None) -> bool:
+    """Whether ``value`` is a whole number (not a bool) from 0, below ``below`` if given."""
+    return type(value) is int and value >= 0 and (below is None or value < below)
 
 
 def outcome(record: dict) -> dict | tuple[str, bool]:

@@ -265,6 +265,7 @@ def test_a_run_without_batch_is_refused_while_a_batch_of_its_cache_is_in_flight(
         result = cli("generate", "--base-url", server.url, "-o", out)
         said = " ".join(result.stderr.split())
         assert result.exit_code == 2 and "a --batch run of this cache is recorded" in said and "with --batch to finish it" in said
+        assert "Generating" not in result.stderr  # the error alone, before the start line
         assert not server.attempts
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.cache.jsonl.batch.json"]
 

@@ -117,8 +117,9 @@ def generate_cli(
 
 def _run(options, out: str, files: RunFiles, train_path: Path, cols, force: bool, quiet: bool, no_cache: bool) -> None:
     from smm4h_cli.generation.backends import resolve_backend
-    from smm4h_cli.generation.generate import generate, nothing_to_write
+    from smm4h_cli.generation.generate import check_batch_record, generate, nothing_to_write
 
+    check_batch_record(options)  # before the start line: the error comes alone
     n = options.n
     train_frame = read_records(train_path, cols, require_label=True)
     backend = resolve_backend(options.model, options.base_url)

@@ -49,11 +49,7 @@ def generate(
     some call is not in the cache.
     """
     started = time.monotonic()
-    if not options.batch and options.cache_path is not None and state_path(options.cache_path).exists():
-        raise InputError(
-            f"a --batch run of this cache is recorded, with batches in flight or planned ({state_path(options.cache_path)}): "
-            "calls made now could be paid twice. Run the same command with --batch to finish it, or delete that file to abandon it."
-        )
+    check_batch_record(options)
     backend = backend or resolve_backend(options.model, options.base_url)
     Planner(options, backend, train)  # the training data is checked before any server is asked
     timeout = options.timeout or (EMBEDDED_TIMEOUT if backend.kind == "embedded" else DEFAULT_TIMEOUT)
@@ -118,6 +114,16 @@ def generate(
     summary.seconds = round(time.monotonic() - started, 2)
     summary.batches = batches
     return frame, summary
+
+
+def check_batch_record(options: GenerateOptions) -> None:
+    """Refuse (InputError) a run without ``--batch`` on a cache whose ``--batch`` run is recorded:
+    the calls in flight or planned there could be paid twice."""
+    if not options.batch and options.cache_path is not None and state_path(options.cache_path).exists():
+        raise InputError(
+            f"a --batch run of this cache is recorded, with batches in flight or planned ({state_path(options.cache_path)}): "
+            "calls made now could be paid twice. Run the same command with --batch to finish it, or delete that file to abandon it."
+        )
 
 
 def nothing_to_write(summary: Summary) -> str | None:

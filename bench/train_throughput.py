@@ -29,7 +29,7 @@ saving, set-up inside the Trainer). Tokens/s is the training set's real tokens p
     python bench/train_throughput.py [--psytar ../shared/data/psytar] [--rounds 2] [--arms default,before,...]
     python bench/train_throughput.py --profile psytar   # a torch.profiler table of 5 training steps
     python bench/train_throughput.py --f1-check         # 10 epochs on all of PsyTAR, seeds 0,1,2: best dev F1 per arm
-    python bench/train_throughput.py --ceiling          # the share of the bound the model's matrix products reach alone
+    python bench/train_throughput.py --ceiling          # the share of the bound the matrix products reach alone; the update against the bandwidth
 """
 
 from __future__ import annotations
@@ -165,6 +165,22 @@ def matmul_peak(dtype, threads: int, size: int = 2048, reps: int = 6) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def copy_bandwidth(threads: int, megabytes: int = 512, reps: int = 5) -> float:
+    """Bytes per second a copy between two fp32 tensors of ``megabytes`` moves (read and written
+    counted), best of ``reps``: the memory bandwidth an optimizer's update is bound by."""
+    import torch
+
+    torch.set_num_threads(threads)
+    source = torch.ones(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.numel() * 4 / best
+
+
 def reset_peak_rss() -> None:
     """Start this process's peak resident memory (VmHWM) afresh (Linux: clear_refs 5)."""
     try:
@@ -294,14 +310,18 @@ def training_step(data: pl.DataFrame, args, rows_trained: bool = True):
     ids = rows[torch.randint(len(rows), (args.batch_size, width), generator=generator)]  # the set's own tokens
     labels = torch.randint(0, 2, (args.batch_size,), generator=generator)
 
-    def step() -> None:
+    def step(update_seconds: list[float] | None = None) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
         loss.backward()
+        start = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if update_seconds is not None:  # the update alone: clipping, fused AdamW, dropping the gradients
+            update_seconds.append(time.perf_counter() - start)
 
+    step.trained_parameters = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
     return step, width
 
 
@@ -383,15 +403,20 @@ def ceiling(sets: dict[str, pl.DataFrame], config, args, reps: int = 12) -> None
         step_flops = float(flops_per_post(config, np.full(args.batch_size, width)).sum())
         for _ in range(3):
             step(), products()
-        times: dict[str, list[float]] = {"step": [], "linears": [], "peak": []}
+        times: dict[str, list[float]] = {"step": [], "linears": [], "peak": [], "update": []}
         for _ in range(reps):
             times["peak"].append(matmul_peak(torch.bfloat16, args.threads))
-            for key, run in (("step", step), ("linears", products)):
+            for key, run in (("step", lambda: step(times["update"])), ("linears", products)):
                 start = time.perf_counter()
                 run()
                 times[key].append(time.perf_counter() - start)
         peak = statistics.median(times["peak"]) * 1e9
         step_s, linear_s = statistics.median(times["step"]), statistics.median(times["linears"])
+        update_s, trained = statistics.median(times["update"]), step.trained_parameters
+        # fused AdamW reads parameter, gradient and two moments and writes three of them back
+        # (28 bytes per fp32 parameter); clipping reads the gradients and scales them (8 more)
+        bandwidth = copy_bandwidth(args.threads)
+        update_floor = 36 * trained / bandwidth
         half = step_flops / peak / 0.5  # a step at 50% of the bound
         print(f"ceiling {name}: steps of {args.batch_size} x {width} = {tokens} tokens, {step_flops / 1e9:.1f} GFLOP "
               f"(the linear layers' {linear_flops / 1e9:.1f}); bf16 peak median {peak / 1e9:.0f} GFLOP/s "
@@ -399,7 +424,9 @@ def ceiling(sets: dict[str, pl.DataFrame], config, args, reps: int = 12) -> None
               f"whole step {step_s * 1e3:.1f} ms = {step_flops / peak / step_s:.1%} of the bound; "
               f"the linear layers' products alone {linear_s * 1e3:.1f} ms = {linear_flops / linear_s / 1e9:.0f} GFLOP/s = "
               f"{linear_flops / peak / linear_s:.1%} of the peak; at 50% of the bound a step has {half * 1e3:.1f} ms, "
-              f"{half * 1e3 - linear_s * 1e3:.1f} ms of it for everything but those products (today {(step_s - linear_s) * 1e3:.1f} ms); "
+              f"{half * 1e3 - linear_s * 1e3:.1f} ms of it for everything but those products (today {(step_s - linear_s) * 1e3:.1f} ms, "
+              f"of which the update alone - clipping, fused AdamW over {trained / 1e6:.1f}M parameters - {update_s * 1e3:.1f} ms, against "
+              f"{update_floor * 1e3:.1f} ms for its 36 bytes per parameter at the copy bandwidth of {bandwidth / 1e9:.1f} GB/s); "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
@@ -443,7 +470,8 @@ def main() -> None:
     parser.add_argument("--paired", action="store_true", help="only step times of the word-embedding rows against the dense embedding, "
                         "in turn in one process, on every set")
     parser.add_argument("--ceiling", action="store_true", help="only the share of the bound the linear layers' matrix products "
-                        "of a step reach alone, against the whole step's, on every set")
+                        "of a step reach alone, and the time of the step's update against the memory bandwidth, "
+                        "against the whole step's, on every set")
     parser.add_argument("--f1-check", action="store_true", help="instead: every arm on the whole PsyTAR train split for --epochs (10 here unless given) with --seeds; best dev F1 per arm and seed")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of --f1-check")
     args = parser.parse_args()

@@ -50,3 +50,19 @@ def test_every_command_has_a_page_in_docs(command):
 def test_every_command_has_a_row_in_the_readme_table_and_every_row_a_command():
     rows = _readme_table_commands()
     assert sorted(rows) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [name for name in COMMANDS if "--seed " in name or name in ("compare", "embed-cluster", "generate", "ngrams", "select", "study", "train")])
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_numpy_cannot_take_exits_2_before_any_work(cli, command, seed, tmp_path):
+    # Fault: `ngrams --seed -1` and `embed-cluster --seed 4294967296` ended in a traceback (exit 1),
+    # the second after embedding every post.
+    result = cli(command, "--seed", seed)
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_a_seeds_list_with_a_seed_out_of_range_exits_2(cli, command, tmp_path):
+    result = cli(command, "--seeds", "0,-1", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "integers from 0 to 4294967295" in result.output
+    assert not (tmp_path / "out").exists()

@@ -39,7 +39,9 @@ def flag(*names: str, help: str, **options: Any) -> Any:
 TextCol = Annotated[str | None, typer.Option("--text-col", help="Column holding the post text \\[default: text].")]
 LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column holding the 0/1 label \\[default: label].")]
 IdCol = Annotated[str | None, typer.Option("--id-col", help="Column holding the post id \\[default: id or tweet_id; generated if absent].")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs and seed give the same output.")]
+#: The largest seed numpy, scikit-learn and the Trainer take (they want an unsigned 32-bit number).
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed; the same inputs and seed give the same output.")]
 Force = Annotated[bool, flag("--force", help="Replace output files that already exist.")]
 Quiet = Annotated[bool, flag("--quiet", "-q", help="No progress bars or messages on stderr.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
@@ -82,8 +84,16 @@ def parse_list(
     return items
 
 
+def seed_value(text: str) -> int:
+    """A seed of a ``--seeds`` list (``parse_list``'s ``convert``): an integer from 0 to ``SEED_MAX``."""
+    value = int(text)
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"seed {value} is outside 0-{SEED_MAX}")
+    return value
+
+
 def _example(convert: Callable[[str], Any]) -> str:
-    return "1,2,3" if convert is int else "a,b"
+    return "1,2,3" if convert in (int, seed_value) else "a,b"
 
 
 def show_progress(quiet: bool) -> bool:

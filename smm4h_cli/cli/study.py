@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from smm4h_cli.cli._common import ClassifierModel, choices, Device, IdCol, LabelCol, Quiet, Seed, TextCol, Threads, columns, err, flag, parse_list
+from smm4h_cli.cli._common import ClassifierModel, choices, Device, IdCol, LabelCol, Quiet, Seed, TextCol, Threads, columns, err, flag, parse_list, SEED_MAX, seed_value
 from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
 from smm4h_cli.generation.structured import OUTPUT_FORMATS
@@ -84,7 +84,7 @@ def study_cli(
         generator=generator, base_url=base_url, temperature=temperature, examples=examples,
         output_format=output_format.value, fill=fill,
         concurrency=concurrency, max_tokens=max_tokens, classifier=model, max_length=max_length,
-        seeds=tuple(parse_list(seeds, "--seeds", int, "integers")), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
+        seeds=tuple(parse_list(seeds, "--seeds", seed_value, f"integers from 0 to {SEED_MAX}")), baselines=baselines, k=k_value, seed=seed, device=device, threads=threads, force=force,
         definitions=definitions, doses=dose_list, dose_unit=dose_unit, overgenerate=overgenerate,
         selections=tuple(parse_list(selections, "--selections", str, "selection rules", example="none,dedup")),
         executor=executor.value, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from smm4h_cli.cli._common import (
     DEFAULT_SYNTHETIC, ClassifierModel, Device, Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, Threads,
-    columns, emit_table, err, flag, parse_list,
+    columns, emit_table, err, flag, parse_list, SEED_MAX, seed_value,
 )
 from smm4h_cli.cli._progress import ProgressDisplay
 from smm4h_cli.errors import InputError
@@ -87,7 +87,7 @@ def train_cli(
         smm4h train --train train.tsv --validation dev.tsv --test test.tsv --out runs/base
     """
     with_synthetic = with_synthetic or synthetic is not None
-    seed_list = parse_list(seeds, "--seeds", int, "integers") if seeds is not None else [seed]
+    seed_list = parse_list(seeds, "--seeds", seed_value, f"integers from 0 to {SEED_MAX}") if seeds is not None else [seed]
     options = TrainOptions(
         out=out or Path("runs/synthetic" if with_synthetic else "runs/baseline"),
         model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, device=device,

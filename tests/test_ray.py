@@ -183,6 +183,43 @@ def test_same_seeds_same_predictions_as_sequential(data, sequential, cluster, tm
     assert again.ran == []
 
 
+@slow
+def test_a_run_stopped_before_training_leaves_no_stale_models_for_the_next(data, sequential, cluster, tmp_path, monkeypatch):
+    """Fault: the Ray executor recorded every arm's new models fingerprint before it cleared any
+    arm's folder; a run that stopped in between (here the first arm's checks fail; on a cluster,
+    the shared-folder check) left the other arm's old models beside the new fingerprint, and the
+    next run kept them as trained on the new inputs."""
+    from smm4h_cli.errors import InputError
+    from smm4h_cli.training import train as train_module
+
+    out = tmp_path / "v"
+    shutil.copytree(sequential, out)
+    models = {arm: out / f"runs/{arm}/seed-0/model.safetensors" for arm in ARMS}
+    trained_before = {arm: path.stat().st_mtime_ns for arm, path in models.items()}
+    validation = tmp_path / "validation.jsonl"  # other validation posts: every arm's models are out of date
+    lines = data["validation"].read_text(encoding="utf-8").splitlines(keepends=True)
+    validation.write_text("".join(reversed(lines)), encoding="utf-8")
+    given = _given(data, out, executor="ray", validation=str(validation), seeds=[0])
+
+    real, calls = train_module.preflight, []
+
+    def checks_fail(*args, **kwargs):  # the study's own checks, before any step, pass; the executor's fail
+        calls.append(args[0].out)
+        if len(calls) == 1:
+            return real(*args, **kwargs)
+        raise InputError("the arm's checks fail")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "preflight", checks_fail)
+        with pytest.raises(InputError, match="the arm's checks fail"):
+            run_study(_options(given))
+    assert len(calls) == 2  # the first arm's checks stopped the run
+    result = run_study(_options(given))
+    assert {f"train {arm}" for arm in ARMS} <= set(result.ran)
+    for arm, path in models.items():
+        assert path.stat().st_mtime_ns > trained_before[arm], f"{arm}: the models trained on the old validation posts were kept"
+
+
 def _descendants_titled(title: str) -> list[int]:
     """Processes of this test's own Ray cluster (descendants of this process) whose title starts with ``title``."""
     me, found = os.getpid(), []

@@ -87,6 +87,17 @@ def _arm_options(options: "StudyOptions", job: ArmJob, resume: bool) -> "TrainOp
     return options.train_options(job.arm, job.run_dir, resume=resume)
 
 
+def _preparer(options: "StudyOptions", job: ArmJob, into: dict[str, "TrainOptions"]) -> Callable[[bool], None]:
+    """``Steps.start``'s ``prepare`` for an arm: its run folder made ready (``_arm_options``)
+    before the step records the new models' fingerprint, so that a run stopped at any point never
+    leaves that fingerprint beside models trained on other inputs; the arm's options land in ``into``."""
+
+    def prepare(resume: bool) -> None:
+        into["options"] = _arm_options(options, job, resume)
+
+    return prepare
+
+
 class SequentialExecutor:
     """Every arm's seeds one after another, in this process (the default)."""
 
@@ -100,14 +111,14 @@ class SequentialExecutor:
         from smm4h_cli.training.train import train_seeds
 
         for job in jobs:
-            steps.run(
-                job.name, job.key, job.outputs,
-                lambda resume, j=job: train_seeds(
-                    _arm_options(options, j, resume), options.seeds, frames["train"], frames["validation"], j.synthetic,
-                    progress=tell(j.name), test_frame=frames["test"],
-                ),
-                parts=job.parts,
-            )
+            prepared: dict[str, TrainOptions] = {}
+            step = steps.start(job.name, job.key, job.outputs, job.parts, prepare=_preparer(options, job, prepared))
+            if step is not None:
+                train_seeds(
+                    prepared["options"], options.seeds, frames["train"], frames["validation"], job.synthetic,
+                    progress=tell(job.name), test_frame=frames["test"],
+                )
+                steps.finish(step)
 
 
 def _train_seed_task(
@@ -238,18 +249,25 @@ class RayExecutor:
         from smm4h_cli.training.train import preflight, write_summary
 
         ray = self.ray
-        started = [(job, step) for job in jobs if (step := steps.start(job.name, job.key, job.outputs, job.parts)) is not None]
-        if not started:
+        if all(steps.is_done(job.name, job.key, job.outputs) for job in jobs):
+            for job in jobs:
+                steps.start(job.name, job.key, job.outputs, job.parts)  # each reported as up to date
             return
-        self._check_shared(options.out.resolve())
+        self._check_shared(options.out.resolve())  # before any step is recorded as running
+        started: list[tuple[ArmJob, Any, TrainOptions]] = []
+        for job in jobs:
+            prepared: dict[str, TrainOptions] = {}
+            step = steps.start(job.name, job.key, job.outputs, job.parts, prepare=_preparer(options, job, prepared))
+            if step is not None:
+                started.append((job, step, prepared["options"]))
+        for job, _, train_options in started:  # every arm's checks before any task
+            preflight(train_options, frames["train"], frames["validation"], job.synthetic)
         task = ray.remote(_train_seed_task)
         asks = dict(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=1, retry_exceptions=True)
         shared = {split: ray.put(frames[split]) for split in ("train", "validation", "test")}
         pending: dict[Any, tuple[int, int]] = {}  # task -> (arm's place in `started`, seed)
         arms: list[dict[str, Any]] = []
-        for i, (job, step) in enumerate(started):
-            train_options = _arm_options(options, job, step.resume)
-            preflight(train_options, frames["train"], frames["validation"], job.synthetic)
+        for i, (job, step, train_options) in enumerate(started):
             prepare_out(train_options.out, list(options.seeds), resume=train_options.resume, force=train_options.force, config=train_options.config())
             # the driver has made the folder ready; each task keeps a finished seed or goes on from its checkpoint
             in_task = replace(train_options, resume=True, force=False)

@@ -112,9 +112,18 @@ class Steps:
         if step is not None:
             self.finish(step, fn(step.resume) is not False)
 
-    def start(self, name: str, key: Any, outputs: list[Path], parts: dict[str, str] | None = None) -> "Started | None":
+    def start(
+        self, name: str, key: Any, outputs: list[Path], parts: dict[str, str] | None = None,
+        prepare: Callable[[bool], Any] | None = None,
+    ) -> "Started | None":
         """The first half of :meth:`run`, for steps that run side by side: None when the step is
-        up to date (skipped), else the step recorded as running; :meth:`finish` ends it."""
+        up to date (skipped), else the step recorded as running; :meth:`finish` ends it.
+
+        ``prepare(resume)`` makes the step's outputs fit the new record (clears what the new key
+        makes stale) and runs before the record is written: what the record's ``parts`` say of
+        the outputs then holds whenever the run stops, and a ``prepare`` that raises leaves the
+        earlier record as it was.
+        """
         self.index += 1
         fp = fingerprint(key)
         old = self.state.get(name, {})
@@ -123,6 +132,8 @@ class Steps:
             self.tell(StepEvent(self.index, self.total, name, "skipped", detail="up to date"))
             return None
         resume = old.get("fingerprint") == fp and not old.get("done")
+        if prepare is not None:
+            prepare(resume)
         extra = {"parts": parts} if parts else {}
         self.state[name] = {"fingerprint": fp, "done": False, **extra}
         self._save()

@@ -3,9 +3,10 @@
 ``iter_records`` reads a file (or stdin) in chunks and yields each as ``read_records`` would
 return it: the same parsers and checks, with lines counted in the whole file, generated ids
 numbered across the whole file, and ids checked unique across the whole file (a set of the ids
-seen, not of the posts). ``write_record_chunks`` writes chunks as they come to a temporary file
-beside the output and renames it into place at the end; an error on the way (a bad line at post
-900,000) removes the temporary file, so no output file is left.
+seen, not of the posts). ``write_record_chunks`` (:mod:`smm4h_cli.io.sink`, re-exported here)
+writes chunks as they come to a temporary file beside the output and renames it into place at the
+end; an error on the way (a bad line at post 900,000) removes the temporary file, so no output
+file is left.
 
 Memory: one chunk of posts, plus the ids seen so far (about 120 bytes an id) to check them unique.
 
@@ -13,7 +14,10 @@ What a chunked read cannot see ahead, the first chunk decides: which columns hol
 label and the id. A later post without one of them is the same error as in a whole-file read
 (missing text, a label that is not 0 or 1, a missing id, named by line); a label or id column
 that first appears after the first chunk is an error naming that line. Other columns keep the
-order of their first appearance, as in a whole-file read.
+order of their first appearance, as in a whole-file read; their types are joined across chunks
+where no value changes (from all-null, whole numbers to decimals, objects gaining keys), and a
+column whose values no one type holds is an error naming the line. A TSV's quoting is decided by
+the first chunk; blank lines never make a chunk of their own.
 """
 
 from __future__ import annotations

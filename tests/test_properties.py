@@ -7,6 +7,7 @@ Bounded by the ``ci`` Hypothesis profile of conftest.py (a few seconds); no mode
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io import read_records, write_records
+from smm4h_cli.io.stream import iter_records, write_record_chunks
 
 #: Characters that have broken readers and writers before, mixed into arbitrary code points.
 AWKWARD = list("\u2028\u2029\u0085\x0b\x0c\x1c\x1d\x1e\n\r\t,;\"'\\ |[]{}") + ["\r\n", "😀", "👩‍⚕️", "\ufeff", "é", "\u0301"]
@@ -126,3 +128,69 @@ def test_any_bytes_give_records_or_an_input_error(suffix, data):
 
 def test_the_ci_profile_is_bounded():
     assert settings.default.max_examples <= 100 or "thorough" in sys.argv
+
+
+# ------------------------------------------------------- a chunked read agrees with a whole read
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False), tsv_strings),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from("abc"), inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+@st.composite
+def jsonl_with_a_passed_column(draw) -> bytes:
+    """Posts with a pass-through column of any JSON values (mixed types, nested objects), blank lines between."""
+    n = draw(st.integers(min_value=1, max_value=6))
+    lines = []
+    for i in range(n):
+        row = {"id": f"p{i}", "text": f"post {i}"}
+        if draw(st.booleans()):
+            row["extra"] = draw(json_values)
+        lines.append(json.dumps(row) + "\n" + draw(st.sampled_from(["", "\n", " \n"])))
+    return "".join(lines).encode("utf-8")
+
+
+@st.composite
+def with_blank_lines(draw, suffix: str) -> bytes:
+    """A valid file of ``suffix`` with blank lines before, between (where a record starts) and after."""
+    frame = draw(records(tsv=suffix == ".tsv"))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"v{suffix}"
+        write_records(frame, path)
+        data = path.read_bytes()
+    blank = lambda: draw(st.sampled_from([b"", b"\n", b"\n\n", b" \r\n"]))  # noqa: E731
+    return blank() + data + blank()
+
+
+def _outcome(read):
+    try:
+        return read()
+    except InputError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv", ".tsv"])
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_chunked_read_and_write_agrees_with_a_whole_read_or_both_refuse(suffix, data):
+    strategies = [damaged(suffix)] + ([] if suffix == ".parquet" else [with_blank_lines(suffix)])
+    if suffix == ".jsonl":
+        strategies.append(jsonl_with_a_passed_column())
+    raw = data.draw(st.one_of(strategies))
+    k = data.draw(st.integers(min_value=1, max_value=4))
+    with tempfile.TemporaryDirectory() as folder:
+        path, out, one = Path(folder) / f"f{suffix}", Path(folder) / "out.parquet", Path(folder) / "one.parquet"
+        path.write_bytes(raw)
+        whole = _outcome(lambda: (write_records(read_records(path), one), read_records(one))[1])
+        chunks = _outcome(lambda: [c.height for c in iter_records(path, chunk_size=k)])
+        chunked = _outcome(lambda: (write_record_chunks(iter_records(path, chunk_size=k), out), read_records(out))[1])
+    if isinstance(whole, InputError):
+        assert isinstance(chunked, InputError), f"whole refused ({whole}), chunked gave {chunked}"
+    elif isinstance(chunked, InputError):  # a chunked read may refuse what it cannot see ahead, saying so
+        assert "--chunk-size" in str(chunked), str(chunked)
+    else:
+        assert 0 not in chunks  # no empty chunk is passed on
+        assert chunked.schema == whole.schema
+        assert chunked.to_dicts() == whole.to_dicts()

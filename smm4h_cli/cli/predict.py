@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Iterable, Iterator
 
@@ -10,7 +11,7 @@ import polars as pl
 import typer
 
 from smm4h_cli.cli._common import Device, Force, IdCol, LabelCol, Quiet, TextCol, Threads, columns, err
-from smm4h_cli.io import check_outputs, check_writable
+from smm4h_cli.io import check_frame, check_outputs, check_writable
 from smm4h_cli.io.stream import DEFAULT_CHUNK_SIZE, iter_records, write_record_chunks
 from smm4h_cli.training.metrics import binary_scores
 from smm4h_cli.training.predict import PredictOptions, predict_chunks
@@ -45,6 +46,9 @@ def predict_cli(
     check_outputs({"--out": out}, [input])
     check_writable(out, force)
     chunks = iter_records(input, columns(text_col, label_col, id_col), chunk_size=chunk_size)
+    first = next(chunks)  # before any model work: what the first chunk shows the output cannot hold
+    check_frame(first, out)
+    chunks = itertools.chain([first], chunks)
     tally = _Tally()
     n = write_record_chunks(tally.count(predict_chunks(run_dir, chunks, options)), out, force=force)
     if quiet:

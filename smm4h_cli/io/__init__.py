@@ -29,6 +29,7 @@ from smm4h_cli.io.records import (  # noqa: F401
 )
 from smm4h_cli.io.write import (  # noqa: F401
     atomic_write,
+    check_frame,
     check_outputs,
     check_writable,
     short_names,

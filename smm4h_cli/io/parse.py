@@ -2,7 +2,7 @@
 
 Every parser reports where each row came from (``_Where``: the file's line or row), so that the
 checks in :mod:`smm4h_cli.io.records` can name the line of a bad record. JSON lines are split on
-``\n`` only (:func:`jsonl_lines`); CSV/TSV records are scanned for their first physical line.
+``\n`` only (:func:`jsonl_lines`); CSV/TSV is parsed in :mod:`smm4h_cli.io.delimited`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import IO, Iterable
 import polars as pl
 
 from smm4h_cli.errors import InputError
+from smm4h_cli.io.types import column_type, conformed
 
 STDIO = "-"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv", ".tsv": "tsv"}
@@ -195,144 +196,20 @@ def _parse_jsonl(text: str, name: str, line_offset: int = 0) -> tuple[pl.DataFra
 
 def _jsonl_column(col: str, values: list) -> pl.Series:
     kinds = {type(v) for v in values if v is not None}
-    # polars turns true into 1 in a column of numbers; keep the values as they are, so that a
-    # boolean label is rejected whether or not the rest of the column is boolean too.
-    if bool in kinds and len(kinds) > 1:
+    # A column of mixed kinds (1 and "x", true and 1, 1 and 1.5) stays as the values themselves,
+    # so that the label, id and text checks see them as written (polars would turn true into 1);
+    # a pass-through column of them is typed, or refused, by records._passed_through.
+    if len(kinds) > 1:
+        return pl.Series(col, values, dtype=pl.Object)
+    if kinds & {dict, list}:  # typed from every value: polars infers a nested type from the first
+        dtype = column_type(values)
+        if dtype is not None:
+            return conformed(values, dtype).alias(col)
         return pl.Series(col, values, dtype=pl.Object)
     try:
         return pl.Series(col, values)
-    except Exception:  # mixed types, integers past 64 bits, ...
+    except Exception:  # integers past 64 bits
         return pl.Series(col, values, dtype=pl.Object)
-
-
-class _Scan:
-    """The records of delimited text as the parser will see them: first physical line, field count."""
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.fields: list[int] = []  # 0 for an empty line (polars reads it as a row of nulls)
-        self.problem: tuple[int, str] | None = None
-
-
-def _scan_delimited(text: str, separator: str, quote: str | None) -> _Scan:
-    """Split ``text`` into records the way polars does, counting every line break, quoted or not.
-
-    Only the characters that matter (quote, separator, line break) are visited, so this is
-    cheap next to the parse itself. Errors name the record's first line.
-    """
-    scan = _Scan()
-    if quote is None:
-        for number, line in enumerate(jsonl_lines(text), start=1):
-            scan.starts.append(number)
-            scan.fields.append(line.count(separator) + 1 if line.strip("\r") else 0)
-        return scan
-    special = re.compile("[" + re.escape(quote + separator) + "\n]")
-    line = record_line = 1
-    fields, field_start, record_start = 1, 0, 0
-    in_quotes, closed_at = False, -1
-
-    def after_quote_ok(end: int) -> bool:
-        return closed_at < 0 or text[closed_at:end] in ("", "\r")
-
-    i = 0
-    while (m := special.search(text, i)) is not None:
-        k, c = m.start(), m.group()
-        i = k + 1
-        if in_quotes:
-            if c == "\n":
-                line += 1
-            elif c == quote:
-                if text.startswith(quote, k + 1):
-                    i = k + 2  # a doubled quote is a quote character
-                else:
-                    in_quotes, closed_at = False, k + 1
-            continue
-        if c == quote:
-            if k == field_start:
-                in_quotes = True
-            continue  # a quote inside an unquoted field is an ordinary character
-        if not after_quote_ok(k):
-            scan.problem = (record_line, "text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
-            return scan
-        closed_at = -1
-        if c == separator:
-            fields += 1
-            field_start = k + 1
-            continue
-        scan.starts.append(record_line)
-        scan.fields.append(fields if text[record_start:k].strip("\r") else 0)
-        line += 1
-        record_line, fields, field_start, record_start = line, 1, k + 1, k + 1
-    if in_quotes:
-        scan.problem = (record_line, f"a quoted field is never closed (a {quote} without its closing {quote})")
-    elif not after_quote_ok(len(text)):
-        scan.problem = (record_line, "text after the closing quote of a field; a quote inside a quoted field is written twice (\"\")")
-    elif record_start < len(text):
-        scan.starts.append(record_line)
-        scan.fields.append(fields if text[record_start:].strip("\r") else 0)
-    return scan
-
-
-def _structure_error(scan: _Scan, name: str, kind: str) -> InputError | None:
-    hint = (
-        "Put fields that hold commas, quotes or line breaks in double quotes, as spreadsheets export them."
-        if kind == "CSV"
-        else "Fields are separated by one tab; a text that holds tabs or line breaks must be quoted."
-    )
-    if scan.problem is not None:
-        line, what = scan.problem
-        return InputError(f"{name}, line {line}: {what}. {hint}")
-    if not scan.fields or not scan.fields[0]:
-        return None
-    header = scan.fields[0]
-    for start, count in zip(scan.starts[1:], scan.fields[1:]):
-        if count and count != header:
-            return InputError(
-                f"{name}, line {start}: {count} field{'s' if count > 1 else ''} where the header has {header}. {hint}"
-            )
-    return None
-
-
-def _shifted(scan: _Scan, line_offset: int) -> _Scan:
-    """``scan`` of a streamed chunk (the header, then records from further down the file) with the
-    records' lines counted in the whole file; the header stays line 1."""
-    if line_offset:
-        scan.starts[1:] = [s + line_offset for s in scan.starts[1:]]
-        if scan.problem is not None and scan.problem[0] > 1:
-            scan.problem = (scan.problem[0] + line_offset, scan.problem[1])
-    return scan
-
-
-def _parse_delimited(text: str, name: str, separator: str, line_offset: int = 0) -> tuple[pl.DataFrame, _Where]:
-    """``line_offset``: for a streamed chunk (header + records), the file lines skipped between them."""
-    kind = "CSV" if separator == "," else "TSV"
-    # The SMM4H TSV layout never quotes (tweets hold stray double quotes), so a TSV is read
-    # without quoting when its rows are regular that way; one that is regular only with quoting
-    # (a field with a line break, as spreadsheets export them) is read with it. A CSV is quoted.
-    quote: str | None = '"'
-    scan = _shifted(_scan_delimited(text, separator, quote if separator == "," else None), line_offset)
-    problem = _structure_error(scan, name, kind)
-    if separator == "\t":
-        quote = None
-        if problem is not None:
-            quoted = _shifted(_scan_delimited(text, separator, '"'), line_offset)
-            if _structure_error(quoted, name, kind) is None:
-                quote, scan, problem = '"', quoted, None
-    if problem is not None:
-        raise problem
-    try:
-        frame = pl.read_csv(
-            io.StringIO(text),
-            separator=separator,
-            infer_schema=False,  # every column as text: ids such as 00123 keep their zeros
-            quote_char=quote,
-        )
-    except (Exception, pl.exceptions.PanicException) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{name}: could not be read as {kind} ({first}).") from None
-    if len(scan.starts) == frame.height + 1:
-        return frame, _Where("line", scan.starts[1:])
-    return frame, _Where("line", offset=2 + line_offset)
 
 
 def _parse_parquet(raw: bytes, name: str) -> tuple[pl.DataFrame, _Where]:

@@ -15,13 +15,14 @@ from typing import IO
 import polars as pl
 
 from smm4h_cli.errors import InputError
+from smm4h_cli.io.delimited import _parse_delimited
+from smm4h_cli.io.types import conflict, conformed, kind, value_type
 from smm4h_cli.io.parse import (  # the parsers are this package's own: private to it, shared in it
     _MAX_LISTED,
     ID_COLUMNS,
     LABEL_COLUMNS,
     TEXT_COLUMNS,
     _decode,
-    _parse_delimited,
     _parse_jsonl,
     _parse_parquet,
     _read_bytes,
@@ -73,7 +74,8 @@ def read_records(
             frame, where = _parse_delimited(text, name, "," if fmt == "csv" else "\t")
     if frame.height == 0:
         raise InputError(f"{name} has a header but no rows: expected at least one post.")
-    records = _to_records(frame, where, name, stem_of(path), columns, require_label)
+    checked_later = ("pred", "prob") if predictions else ()
+    records = _to_records(frame, where, name, stem_of(path), columns, require_label, checked_later=checked_later)
     if predictions:
         records = check_predictions(records, name, where)
     return records
@@ -103,8 +105,10 @@ def _to_records(
     columns: Columns,
     require_label: bool,
     first_row: int = 0,
+    checked_later: tuple[str, ...] = (),
 ) -> pl.DataFrame:
-    """The validated records of ``frame``; ``first_row``: rows of the file before it (a streamed chunk), for generated ids."""
+    """The validated records of ``frame``; ``first_row``: rows of the file before it (a streamed chunk), for generated ids.
+    ``checked_later``: pass-through columns left as read, for a check of their own (``check_predictions``)."""
     text_col = _pick(frame, name, columns.text, TEXT_COLUMNS, "--text-col")
     if text_col is None:
         raise InputError(
@@ -133,7 +137,27 @@ def _to_records(
             f"{name}: column '{clash[0]}' would be replaced by the mapped column; "
             f"rename one of them or map it with --{clash[0]}-col {clash[0]}."
         )
-    return pl.DataFrame(out + rest)
+    return pl.DataFrame(out + [s if s.name in checked_later else _passed_through(s, where, name) for s in rest])
+
+
+def _passed_through(col: pl.Series, where: _Where, name: str) -> pl.Series:
+    """A pass-through column as one type that holds every value unchanged (1 and 1.5 as decimals),
+    or an InputError naming the lines of two values that no one type holds (1 and "x", true and 1)."""
+    if col.dtype != pl.Object:
+        return col
+    values = col.to_list()
+    dtype, bad = conflict(values)
+    if dtype is not None:  # 1 and 1.5: decimals
+        return conformed(values, dtype).alias(col.name)
+    first = next(i for i, v in enumerate(values) if v is not None)
+    if first == bad or value_type(values[bad]) is None:
+        what = f"{kind(values[bad])} on {where(bad)}, which no column type holds"
+    else:
+        what = f"{kind(values[first])} on {where(first)} and {kind(values[bad])} on {where(bad)}"
+    raise InputError(
+        f"{name}: column '{col.name}' mixes types: {what}. Other columns pass through unchanged, so "
+        f"each needs one type: write every value as text (\"1\"), numbers as numbers, 1/0 for true/false; or drop the column."
+    )
 
 
 def _text_column(col: pl.Series, where: _Where, name: str) -> pl.Series:

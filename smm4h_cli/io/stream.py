@@ -3,9 +3,10 @@
 ``iter_records`` reads a file (or stdin) in chunks and yields each as ``read_records`` would
 return it: the same parsers and checks, with lines counted in the whole file, generated ids
 numbered across the whole file, and ids checked unique across the whole file (a set of the ids
-seen, not of the posts). ``write_record_chunks`` writes chunks as they come to a temporary file
-beside the output and renames it into place at the end; an error on the way (a bad line at post
-900,000) removes the temporary file, so no output file is left.
+seen, not of the posts). ``write_record_chunks`` (:mod:`smm4h_cli.io.sink`, re-exported here)
+writes chunks as they come to a temporary file beside the output and renames it into place at the
+end; an error on the way (a bad line at post 900,000) removes the temporary file, so no output
+file is left.
 
 Memory: one chunk of posts, plus the ids seen so far (about 120 bytes an id) to check them unique.
 
@@ -13,7 +14,10 @@ What a chunked read cannot see ahead, the first chunk decides: which columns hol
 label and the id. A later post without one of them is the same error as in a whole-file read
 (missing text, a label that is not 0 or 1, a missing id, named by line); a label or id column
 that first appears after the first chunk is an error naming that line. Other columns keep the
-order of their first appearance, as in a whole-file read.
+order of their first appearance, as in a whole-file read; their types are joined across chunks
+where no value changes (from all-null, whole numbers to decimals, objects gaining keys), and a
+column whose values no one type holds is an error naming the line. A TSV's quoting is decided by
+the first chunk; blank lines never make a chunk of their own.
 """
 
 from __future__ import annotations
@@ -21,11 +25,8 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import sys
-import tempfile
-from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterator
 
 import polars as pl
 
@@ -36,7 +37,6 @@ from smm4h_cli.io.parse import (
     STDIO,
     TEXT_COLUMNS,
     _decode,
-    _parse_delimited,
     _parse_jsonl,
     _Where,
     display_name,
@@ -45,8 +45,10 @@ from smm4h_cli.io.parse import (
     stem_of,
     unreadable,
 )
+from smm4h_cli.io.delimited import AUTO, _blank_chars, _parse_delimited, decide_quote
 from smm4h_cli.io.records import Columns, _pick, _to_records
-from smm4h_cli.io.write import atomic_write, check_writable, to_stdout
+from smm4h_cli.io.sink import write_record_chunks  # noqa: F401  (the writer of the chunks, re-exported)
+from smm4h_cli.io.types import joined, kind, type_name
 
 #: Posts read, predicted and written at a time: about 10 MB of tweets, and a file of up to this
 #: many posts is one chunk, exactly the whole-file path.
@@ -80,7 +82,9 @@ def iter_records(
         else:
             chunks = _delimited_chunks(stream, path, name, chunk_size, "," if fmt == "csv" else "\t")
         for frame, where in chunks:
-            yield state.records(frame, where)
+            out = state.records(frame, where)
+            if out.height:  # a chunk of blank lines only passes nothing on
+                yield out
     finally:
         if str(path) != STDIO:
             stream.close()
@@ -164,23 +168,34 @@ def _delimited_chunks(
     stream: IO[bytes], path, name: str, chunk_size: int, separator: str
 ) -> Iterator[tuple[pl.DataFrame, _Where]]:
     # A chunk ends only where a record ends (no quoted field open), and is parsed with the
-    # header line(s) put back in front, so each chunk parses as the whole file would.
+    # header line(s) put back in front, so each chunk parses as the whole file would. Blank lines
+    # before the header are skipped (and counted), blank records are not counted as posts, and a
+    # TSV's quoting is decided once, by its first chunk.
     sep = separator.encode()
+    blank = _blank_chars(separator).encode() + b"\n"
     header: list[bytes] = []
     header_done, in_quotes, content = False, False, False
     block: list[bytes] = []
-    first_line, rows, parsed = 1, 0, False
+    first_line, rows, parsed, skipped = 1, 0, False, 0
+    quote: str | None = AUTO
 
     def parse(lines: list[bytes], first: int) -> tuple[pl.DataFrame, _Where]:
+        nonlocal quote
         head = b"".join(header)
         if head and not head.endswith(b"\n"):
             head += b"\n"
-        offset = first - (len(header) + 1)
-        text = _decode(head, name) + _decode(b"".join(lines), name, first - 1)
-        return _parse_delimited(text, name, separator, offset)
+        offset = first - (len(header) + 1) - skipped
+        text = _decode(head, name, skipped) + _decode(b"".join(lines), name, first - 1)
+        if quote == AUTO:
+            quote = decide_quote(text, separator)
+        return _parse_delimited(text, name, separator, offset, skipped=skipped, quote=quote)
 
     for number, line in enumerate(_lines(stream, path), start=1):
         content = content or bool(line.strip())
+        if not header and not line.strip(blank):
+            skipped += 1
+            continue
+        was_open = in_quotes
         in_quotes = _still_quoted(line, in_quotes, sep)
         if not header_done:
             header.append(line)
@@ -188,14 +203,14 @@ def _delimited_chunks(
             first_line = number + 1
             continue
         block.append(line)
-        if not in_quotes:
+        if not in_quotes and (was_open or line.strip(blank)):
             rows += 1
             if rows >= chunk_size:
                 yield parse(block, first_line)
                 block, first_line, rows, parsed = [], number + 1, 0, True
     if not content:
         raise _empty(name)
-    if block or not parsed:  # the rest, or a header alone (parsed for its message)
+    if rows or in_quotes or not parsed:  # the rest, or a header alone (parsed for its message)
         yield parse(block, first_line)
 
 
@@ -232,6 +247,7 @@ class _Layout:
         self.order: list[str] = []
         self.rows = 0
         self.seen: dict[str, int] = {}
+        self.types: dict[str, pl.DataType] = {}
 
     def records(self, frame: pl.DataFrame, where: _Where) -> pl.DataFrame:
         if frame.height == 0 and self.rows == 0:
@@ -246,8 +262,24 @@ class _Layout:
             out = _to_records(frame, where, self.name, self.stem, chosen, self.require_label, self.rows)
         if self.chosen["id"] is not None:
             self._check_unique(out["id"].to_list(), where)
+        self._check_types(out, where)
         self.rows += out.height
         return out
+
+    def _check_types(self, out: pl.DataFrame, where: _Where) -> None:
+        """Join each column's type with the chunks' before (as a whole-file read types the column),
+        or refuse, naming the line, a column whose values no one type holds."""
+        for c, t in out.schema.items():
+            before = self.types.get(c, pl.Null())
+            now = joined(before, t)
+            if now is None:
+                i = next(i for i, v in enumerate(out[c].to_list()) if v is not None)
+                raise InputError(
+                    f"{self.name}: column '{c}' mixes types: {type_name(before)} before {where(i)} and "
+                    f"{kind(out[c][i])} on {where(i)}. Other columns pass through unchanged, so each needs one "
+                    f"type: write every value as text (\"1\"), numbers as numbers, 1/0 for true/false; or drop the column."
+                )
+            self.types[c] = now
 
     def _aligned(self, frame: pl.DataFrame, where: _Where) -> pl.DataFrame:
         """``frame`` with the first chunk's columns, in its order (a missing one as nulls, so its
@@ -276,109 +308,3 @@ class _Layout:
                     f"{self.name}: duplicate id '{v}' on {where.unit} {seen[v]} and {where(i)}. Ids must be unique within a file."
                 )
             seen[v] = where.number(i)
-
-
-# ------------------------------------------------------------------------- writing
-
-
-def write_record_chunks(chunks: Iterable[pl.DataFrame], path: str | os.PathLike[str], *, force: bool = False) -> int:
-    """Write ``chunks`` (frames of the same columns) to ``path`` as they come; the number of records.
-
-    ``-`` streams JSON lines to stdout. A file is written to a temporary file beside ``path``
-    and renamed into place after the last chunk; any error on the way (from the chunks
-    themselves, such as a bad line far down the input) removes it. One chunk gives the bytes
-    ``write_records`` gives; JSON lines, CSV and TSV are appended chunk by chunk; Parquet is
-    written a part file per chunk and joined at the end by polars' streaming engine.
-    """
-    if str(path) == STDIO:
-        return _to_stdout(chunks)
-    check_writable(path, force)
-    fmt = format_of(path)
-    written = 0
-
-    def dump(tmp: Path) -> None:
-        nonlocal written
-        if fmt == "parquet":
-            written = _parquet_parts(chunks, tmp, path)
-            return
-        columns: list[str] | None = None
-        with tmp.open("wb") as out:
-            for frame in chunks:
-                if columns is None:
-                    columns = frame.columns
-                elif fmt != "jsonl" and frame.columns != columns:
-                    raise _new_columns(path, fmt, columns, frame.columns, written)
-                if fmt == "tsv":
-                    _check_tsv(frame, path)
-                out.write(_encoded(frame, fmt, header=written == 0))
-                written += frame.height
-
-    atomic_write(path, dump)
-    return written
-
-
-def _encoded(frame: pl.DataFrame, fmt: str, *, header: bool) -> bytes:
-    if fmt == "jsonl":
-        return frame.write_ndjson().encode("utf-8")
-    if fmt == "csv":
-        return frame.write_csv(include_header=header).encode("utf-8")
-    return frame.write_csv(separator="\t", quote_style="never", include_header=header).encode("utf-8")
-
-
-def _check_tsv(frame: pl.DataFrame, path) -> None:
-    bad = frame.select(pl.col(pl.String).str.contains(r"[\t\n\r]").any()).row(0) if frame.height else ()
-    if any(bad):
-        raise InputError(
-            f"{path}: some texts contain tabs or line breaks, which TSV cannot hold. Write .jsonl, .parquet or .csv instead."
-        )
-
-
-def _new_columns(path, fmt: str, before: list[str], now: list[str], written: int) -> InputError:
-    added = [c for c in now if c not in before]
-    what = f"column '{added[0]}' first appears" if added else "the columns change"
-    return InputError(
-        f"{path}: {what} after the first {written:,} posts, but a {fmt.upper()} file has one set of columns, "
-        f"written with the first chunk. Write JSON lines (.jsonl), or raise --chunk-size above the number of posts."
-    )
-
-
-def _to_stdout(chunks: Iterable[pl.DataFrame]) -> int:
-    written = 0
-    for frame in chunks:
-        to_stdout(frame)
-        written += frame.height
-    return written
-
-
-def _parquet_parts(chunks: Iterable[pl.DataFrame], tmp: Path, path) -> int:
-    parts_dir = Path(tempfile.mkdtemp(dir=tmp.parent, prefix=f".{Path(path).name}.parts."))
-    try:
-        parts: list[Path] = []
-        first: pl.DataFrame | None = None
-        written = 0
-        for frame in chunks:
-            if first is None:
-                first = frame
-            else:
-                if frame.columns != first.columns:
-                    raise _new_columns(path, "parquet", first.columns, frame.columns, written)
-                if not parts:
-                    parts.append(parts_dir / "part-0.parquet")
-                    first.write_parquet(parts[0])
-                part = parts_dir / f"part-{len(parts)}.parquet"
-                _same_types(frame, first.schema).write_parquet(part)
-                parts.append(part)
-            written += frame.height
-        if first is not None and not parts:
-            first.write_parquet(tmp)  # one chunk: the bytes write_records gives
-        elif parts:
-            pl.scan_parquet(parts).sink_parquet(tmp)
-        return written
-    finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
-
-
-def _same_types(frame: pl.DataFrame, schema) -> pl.DataFrame:
-    """``frame`` with the first chunk's column types (a column all null in one chunk has none of its own)."""
-    differs = {c: t for c, t in schema.items() if frame.schema[c] != t}
-    return frame.cast(differs) if differs else frame

@@ -17,6 +17,7 @@ import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io.parse import STDIO, _reason, format_of, stem_of
+from smm4h_cli.io.types import empty_object, nested
 
 
 def check_writable(
@@ -128,6 +129,37 @@ def to_stdout(frame: pl.DataFrame) -> None:
     sys.stdout.flush()
 
 
+def check_frame(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Fail if ``frame`` cannot be written to ``path``'s format: lists or objects in CSV/TSV, tabs or
+    line breaks in TSV, objects without keys in Parquet. ``write_records`` and ``write_record_chunks`` call it; a streaming command
+    calls it on its first chunk too, before any model work."""
+    if str(path) == STDIO:
+        return
+    fmt = format_of(path)
+    if fmt == "parquet":
+        empty = [c for c, t in frame.schema.items() if empty_object(t)]
+        if empty:
+            raise InputError(
+                f"{path}: column '{empty[0]}' holds objects with no keys ({{}}), which Parquet cannot hold. "
+                f"Write .jsonl instead, or drop the column."
+            )
+    if fmt not in ("csv", "tsv"):
+        return
+    deep = [c for c, t in frame.schema.items() if nested(t)]
+    if deep:
+        listed = ", ".join(f"'{c}'" for c in deep)
+        raise InputError(
+            f"{path}: column{'s' if len(deep) > 1 else ''} {listed} hold{'' if len(deep) > 1 else 's'} lists or objects, "
+            f"which {fmt.upper()} cannot hold. Write .jsonl or .parquet instead."
+        )
+    if fmt == "tsv" and frame.height:
+        if any(frame.select(pl.col(pl.String).str.contains(r"[\t\n\r]").any()).row(0)):
+            raise InputError(
+                f"{path}: some texts contain tabs or line breaks, which TSV cannot hold. "
+                f"Write .jsonl, .parquet or .csv instead."
+            )
+
+
 def write_records(frame: pl.DataFrame, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write ``frame`` by the extension of ``path`` (``-``: JSON lines on stdout), atomically."""
     if str(path) == STDIO:
@@ -135,13 +167,7 @@ def write_records(frame: pl.DataFrame, path: str | os.PathLike[str], *, force: b
         return
     check_writable(path, force)
     fmt = format_of(path)
-    if fmt == "tsv":
-        bad = frame.select(pl.col(pl.String).str.contains(r"[\t\n\r]").any()).row(0)
-        if any(bad):
-            raise InputError(
-                f"{path}: some texts contain tabs or line breaks, which TSV cannot hold. "
-                f"Write .jsonl, .parquet or .csv instead."
-            )
+    check_frame(frame, path)
 
     def dump(tmp: Path) -> None:
         if fmt == "jsonl":

@@ -13,7 +13,8 @@ treat several seeds, so that no test counts the same test post twice:
   given these trained models; it does not add the seed-to-seed spread (that is the ``*_std``).
 * **McNemar's exact test**: on the posts where the two arms' predictions are right/wrong
   differently. With several seeds each arm is first reduced to one prediction per post by
-  majority vote (a tie goes by the mean probability), so each test post enters the 2×2 table
+  majority vote (a tie goes by the mean probability against the threshold the seeds' own
+  predictions imply: ``metrics.implied_threshold``), so each test post enters the 2×2 table
   once; pooling the seeds' tables instead would count every post several times and make
   p-values too small.
 * Every other arm is compared with the first; with several pairs the McNemar p-values are

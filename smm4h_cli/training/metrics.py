@@ -130,16 +130,41 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
+def implied_threshold(preds: np.ndarray, probs: np.ndarray) -> float:
+    """The threshold one seed's ``pred`` was cut at, as far as its own (``prob``, ``pred``) pairs tell.
+
+    Prediction files do not record the threshold. 0.5 (``predict``'s default) where the seed's
+    predictions are exactly ``prob >= 0.5``; otherwise the lowest threshold that gives them (its
+    smallest ``prob`` with ``pred`` 1, or just above its largest ``prob`` when no post is 1); and 0.5
+    where no threshold gives them (edited files).
+    """
+    preds, probs = np.asarray(preds).astype(bool), np.asarray(probs, dtype=float)
+    if np.array_equal(probs >= 0.5, preds):
+        return 0.5
+    low = probs[~preds].max() if (~preds).any() else -np.inf
+    if not preds.any():
+        return float(np.nextafter(low, np.inf))
+    high = float(probs[preds].min())
+    return high if low < high else 0.5
+
+
 def majority_vote(preds: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
-    """One prediction per post from several seeds: the majority; a tie goes by the mean probability."""
+    """One prediction per post from several seeds: the majority; a tie goes by the probabilities.
+
+    A tie is 1 where the seeds' mean probability is at or above the mean of their thresholds
+    (:func:`implied_threshold`), so the vote follows the cut the seeds' own predictions were made
+    at: 0.5 for ``predict``'s default, 0.3 for files predicted with ``--threshold 0.3``. Without
+    probabilities a tie is 1.
+    """
     preds = np.asarray(preds).reshape(preds.shape[0], -1)
     share = preds.mean(axis=1)
     vote = (share > 0.5).astype(int)
     tie = share == 0.5
     if tie.any():
         if probs is not None:
-            mean_prob = np.asarray(probs, dtype=float).reshape(preds.shape[0], -1).mean(axis=1)
-            vote[tie] = (mean_prob[tie] >= 0.5).astype(int)
+            probs = np.asarray(probs, dtype=float).reshape(preds.shape[0], -1)
+            cut = np.mean([implied_threshold(preds[:, s], probs[:, s]) for s in range(preds.shape[1])])
+            vote[tie] = (probs[tie].mean(axis=1) >= cut).astype(int)
         else:
             vote[tie] = 1
     return vote

@@ -71,11 +71,16 @@ def positive_probabilities(model, tokenizer, texts: list[str], *, batch_size: in
 
 
 def with_predictions(frame: pl.DataFrame, probs: np.ndarray, threshold: float) -> pl.DataFrame:
-    """``frame`` with ``pred`` and ``prob`` (replacing any already there)."""
+    """``frame`` with ``pred`` and ``prob`` (replacing any already there).
+
+    ``prob`` is written to 6 decimals and ``pred`` is 1 where that written value is >= ``threshold``,
+    so the file itself satisfies the rule (0.4999996 is written 0.5, and is 1 at threshold 0.5).
+    """
     base = frame.drop([c for c in ("pred", "prob") if c in frame.columns])
+    written = probs.round(6)
     return base.with_columns(
-        pl.Series("pred", (probs >= threshold).astype(np.int64)),
-        pl.Series("prob", probs.round(6)),
+        pl.Series("pred", (written >= threshold).astype(np.int64)),
+        pl.Series("prob", written),
     )
 
 

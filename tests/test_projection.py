@@ -42,6 +42,24 @@ def test_opentsne_path_runs_and_repeats_per_seed():
 
 
 @pytest.mark.slow
+def test_opentsne_map_does_not_follow_the_thread_count():
+    """From 1,000 points openTSNE finds neighbours with Annoy, whose threaded build seeds each
+    thread apart: built with n_jobs=2 its trees, affinities and map differed from n_jobs=1. The
+    trees are built on one thread, so 1, 2 and every core give openTSNE's own n_jobs=1 map."""
+    from openTSNE import TSNE
+
+    x = np.random.default_rng(0).normal(size=(1200, 16)).astype(np.float32)  # above Annoy's 1,000
+    one = tsne(x, 30.0, seed=0, fft_from=0, threads=1)
+    assert np.array_equal(one, tsne(x, 30.0, seed=0, fft_from=0, threads=2))
+    assert np.array_equal(one, tsne(x, 30.0, seed=0, fft_from=0, threads=None))
+    plain = TSNE(
+        n_components=2, perplexity=30.0, initialization="pca", learning_rate="auto", negative_gradient_method="fft",
+        ints_in_interval=FFT_INTS_IN_INTERVAL, n_jobs=1, random_state=0, verbose=False,
+    ).fit(x.astype(np.float64))
+    assert np.array_equal(one, np.asarray(plain))  # the map openTSNE itself draws on one thread
+
+
+@pytest.mark.slow
 def test_embed_cluster_on_opentsne_when_the_threshold_is_lowered():
     x = blobs(120)
     texts = [f"post {i}" for i in range(120)]

@@ -266,8 +266,8 @@ def cluster_and_project(
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    # On small samples OpenMP threads cost more than they give: right after the model's own
-    # thread pool has run, a small t-SNE measured 5-15x slower with two threads than with one.
+    # On small samples OpenMP threads cost more than they give: right after the model's own thread
+    # pool has run, a small t-SNE measured 5-15x slower with two threads than one (the map is the same).
     threads = 1 if x.shape[0] < SMALL_SAMPLE else None
     with threadpool_limits(threads, user_api="openmp"):
         if progress:

@@ -83,8 +83,12 @@ def role_of(name: str, synthetic: Sequence[str] = (), positives: Sequence[str] =
 
 
 def _is_synthetic(frame: pl.DataFrame) -> bool:
-    """Written by ``smm4h generate``: every record has ``source == "synthetic"``."""
-    return "source" in frame.columns and frame.height > 0 and bool((frame["source"].cast(pl.String) == "synthetic").all())
+    """Written by ``smm4h generate``: every record has ``source == "synthetic"``. A missing source
+    (null, or an empty CSV cell) is not synthetic: polars' ``all`` skips nulls, so they count as
+    False here, and real posts with one synthetic record among them stay real."""
+    if "source" not in frame.columns or frame.height == 0:
+        return False
+    return bool((frame["source"].cast(pl.String) == "synthetic").fill_null(False).all())
 
 
 def _only_positives(frame: pl.DataFrame) -> bool:

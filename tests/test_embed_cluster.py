@@ -206,6 +206,25 @@ def test_outputs_and_figure_size(tmp_path):
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "fig" / name).read_bytes()
 
 
+def test_a_run_without_the_figure_leaves_no_old_figure(tmp_path, cli, tiny):
+    """--no-plot --force into the folder of a full run left its tsne.png/svg beside new points;
+    --no-plot without --force wrote beside them (they were not counted as outputs)."""
+    groups, embedder = _constructed()
+    result = embed_cluster(groups, EmbedClusterOptions(k=6, sample=0, synthetic=("gen",), perplexity=5), embedder=embedder)
+    out = tmp_path / "fig"
+    write_outputs(result, out, plot=True, seed=0)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "points.parquet", "tsne.png", "tsne.svg"]
+    write_outputs(result, out, plot=False)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "points.parquet"]
+
+    only_figure = tmp_path / "old"
+    only_figure.mkdir()
+    (only_figure / "tsne.png").write_bytes(b"an earlier run")
+    refused = cli("embed-cluster", tiny, "--k", "2", "--no-plot", "--out", only_figure, "--no-cache")
+    assert refused.exit_code == 2 and "tsne.png exists. Pass --force" in refused.stderr and "removes the old tsne.png" in refused.stderr
+    assert [p.name for p in only_figure.iterdir()] == ["tsne.png"]
+
+
 def test_table_rows_read_the_saved_metrics():
     """The command's table and the study report's are made from metrics.json as saved."""
     groups, embedder = _constructed()
@@ -284,6 +303,13 @@ def test_command_end_to_end_and_cache(cli, synthetic_file, tmp_path, minilm):
     assert "0 new texts encoded" in second.stderr
     assert json.loads(second.stdout)["settings"]["k_requested"] == "auto"
     assert not (tmp_path / "b" / "tsne.png").exists()
+    # --no-plot --force over the full run in a/: its figures go, a/ holds one run (a copy: a/ is reused below)
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "a2")
+    headless = cli("embed-cluster", *args, "--out", tmp_path / "a2", "--no-plot", "--force", "--quiet")
+    assert headless.exit_code == 0, headless.stderr
+    assert sorted(p.name for p in (tmp_path / "a2").iterdir()) == ["metrics.json", "points.parquet"]
 
     # Same inputs and seed: the same points and metrics.
     third = cli("embed-cluster", *args, "--out", tmp_path / "a", "--force", "--quiet")

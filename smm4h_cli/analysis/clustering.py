@@ -163,7 +163,8 @@ def embed_cluster(
 
     ``embedder`` replaces the sentence-transformers model named by ``options.model`` (it is
     called with the texts that are not in the cache, and must return unit vectors); the cache
-    key is ``options.model``'s name, with the embedder's ``precision`` when it has one besides fp32.
+    key is ``options.model``'s (``embeddings.cache_key``), with the embedder's ``precision`` and
+    ``device`` when it has a precision besides fp32.
     """
     check_groups(groups)
     roles = {g.name: role_of(g.name, options.synthetic, options.positives) for g in groups}
@@ -250,7 +251,7 @@ def embed_groups(
         embedder = SentenceEmbedder(options.model, options.device, options.batch_size, options.precision)
 
     all_texts = [t for g in groups for t in g.texts]
-    key = cache_key(options.model, getattr(embedder, "precision", "fp32"))
+    key = cache_key(options.model, getattr(embedder, "precision", "fp32"), getattr(embedder, "device", "cpu"))
     vectors, encoded = embed_texts(all_texts, embedder, key, options.cache_dir, progress)
     per_group, start = {}, 0
     for g in groups:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 from smm4h_cli.errors import InputError
@@ -45,13 +46,27 @@ def smollm2_path() -> Path:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` is CUDA when a GPU is there, else CPU; anything else is checked and returned."""
+    """``auto`` is CUDA when a GPU is there, else CPU; anything else is checked (that the GPU it
+    names is there) and returned. An absent device is the user's choice: InputError (exit 2)."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is visible here. Use --device cpu or auto.")
-    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
-        raise InputError(f"--device must be auto, cpu, cuda or cuda:N; got '{device}'.")
-    return device
+    if device == "cpu":
+        return device
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is visible here. Use --device cpu or auto.")
+        count = torch.cuda.device_count()
+        if ":" in device and int(device.split(":")[1]) >= count:
+            raise InputError(f"--device {device}: only {count} CUDA GPU{'s' * (count != 1)} visible here (cuda:0 to cuda:{count - 1}). Use one of those, or --device auto.")
+        return device
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(
+                "--device mps: Apple's Metal GPU (MPS) is not available here (it needs an Apple-silicon Mac and a torch "
+                "built with MPS). Use --device cpu or auto."
+            )
+        return device
+    raise InputError(f"--device must be auto, cpu, mps, cuda or cuda:N; got '{device}'.")

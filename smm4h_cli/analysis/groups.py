@@ -6,11 +6,15 @@ one size, ``min(sample, smallest group)``, drawn here and only here, so Table 3 
 describe the same posts.
 
 The sampling rule: each group draws with its own generator, seeded by the seed and the group's
-*name* (``numpy.random.default_rng([seed, crc32(name)])``). So adding or removing a file does
-not change the sample of the others, and the same seed always gives the same posts; but the
-same file under two different group names (given by a path that shortens to another name)
-gets a different sample. A further draw from a group (the Vendi subsample) uses another
-stream of the same seed and name.
+*name* (``numpy.random.default_rng([seed, crc32(name)])``), and the same seed always gives the
+same posts. A group's sample depends on its posts, its name, the seed and the common size, not
+on which other groups there are: adding or removing a file leaves the others' samples as they
+were *as long as the common size stays the same* (every group keeps at least ``sample`` posts,
+or the smallest group is unchanged). A file that changes the size, such as a new group smaller
+than the others, changes every group's sample: draws of different sizes from one generator are
+not nested (the 90-post draw is not a subset of the 99-post one). The same file under two
+different group names (given by a path that shortens to another name) gets a different sample.
+A further draw from a group (the Vendi subsample) uses another stream of the same seed and name.
 """
 
 from __future__ import annotations
@@ -83,8 +87,12 @@ def role_of(name: str, synthetic: Sequence[str] = (), positives: Sequence[str] =
 
 
 def _is_synthetic(frame: pl.DataFrame) -> bool:
-    """Written by ``smm4h generate``: every record has ``source == "synthetic"``."""
-    return "source" in frame.columns and frame.height > 0 and bool((frame["source"].cast(pl.String) == "synthetic").all())
+    """Written by ``smm4h generate``: every record has ``source == "synthetic"``. A missing source
+    (null, or an empty CSV cell) is not synthetic: polars' ``all`` skips nulls, so they count as
+    False here, and real posts with one synthetic record among them stay real."""
+    if "source" not in frame.columns or frame.height == 0:
+        return False
+    return bool((frame["source"].cast(pl.String) == "synthetic").fill_null(False).all())
 
 
 def _only_positives(frame: pl.DataFrame) -> bool:

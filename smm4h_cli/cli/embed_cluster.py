@@ -34,7 +34,7 @@ def embed_cluster_cli(
     precision: Annotated[str, typer.Option("--precision", help="Encoder arithmetic: fp32, bf16 (autocast; vectors within cosine 0.9999 of fp32, cached apart), or auto (bf16 where the device computes it natively).")] = EmbedClusterOptions.precision,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache folder (Parquet, keyed by model and text hash) \\[default: ~/.cache/smm4h/embeddings].", show_default=False)] = None,
     no_cache: Annotated[bool, flag("--no-cache", help="Neither read nor write the embedding cache.")] = False,
-    no_plot: Annotated[bool, flag("--no-plot", help="Skip tsne.png/tsne.svg (headless batch use); points and metrics are still written.")] = False,
+    no_plot: Annotated[bool, flag("--no-plot", help="Skip tsne.png/tsne.svg (headless batch use); points and metrics are still written, and with --force an earlier run's figures in --out are removed.")] = False,
     seed: Seed = 0,
     fmt: Format = TableFormat.table,
     force: Force = False,
@@ -60,9 +60,10 @@ def embed_cluster_cli(
         raise InputError(f"{out} is a file; --out takes a folder for tsne.png, points.parquet and metrics.json.")
     check_outputs([out / name for name in OUTPUT_FILES], files)
     check_writable(out, folder=True)
-    clash = existing_outputs(out, plot=not no_plot)
+    clash = existing_outputs(out)
     if clash and not force:
-        raise InputError(f"{clash[0]} exists. Pass --force to replace the outputs in {out}, or choose another --out.")
+        also = " (with --no-plot, --force removes the old tsne.png and tsne.svg)" if no_plot else ""
+        raise InputError(f"{clash[0]} exists. Pass --force to replace the outputs in {out}{also}, or choose another --out.")
     named_synthetic = {str(p) for p in synthetic or []}
     unknown = named_synthetic - {str(f) for f in files}
     if unknown:

@@ -171,3 +171,16 @@ def test_a_raw_line_break_inside_a_json_string_is_part_of_the_post():
     # llama.cpp's JSON grammar lets control characters through inside strings
     parsed = parse_answer('{"posts": ["my son\nhas asthma", "her inhaler ran out"]}', 2, "stop", "json")
     assert parsed.posts == ["my son\nhas asthma", "her inhaler ran out"] and not parsed.issues
+
+
+def test_max_calls_below_a_plain_runs_calls_bounds_the_first_round(tmp_path):
+    """Failed before: the first round made all ceil(n / per_call) calls whatever --max-calls said (5 calls, max_calls 2)."""
+    out = tmp_path / "s.jsonl"
+    with Scripted() as server:
+        result = CliRunner().invoke(app, ["generate", "--n", "50", "--base-url", server.url, "--output-format", "list",
+                                          "--fill", "--max-calls", "2", "--dedup", "off", "-o", str(out)])
+        made = sum(server.attempts.values())
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert made == meta["calls"] == meta["max_calls"] == 2 and meta["posts_kept"] == 20
+    assert "--fill: kept 20 of 50 after 2 calls (--max-calls 2)" in result.stderr

@@ -72,7 +72,7 @@ def generate(
             tally["posts"] += len(parse_answer(result.content, call.count, result.finish_reason, fmt.name, call.prompt).posts)
         tally["prompt"] += result.prompt_tokens
         tally["completion"] += result.completion_tokens
-        report(progress, "generate", len(results), max(len(plan), options.calls),
+        report(progress, "generate", len(results), max(len(plan), options.first_round),
                f"{tally['posts']:,} posts · {tally['prompt'] + tally['completion']:,} tokens · {tally['failed']:,} failed")
 
     policy = RetryPolicy(tries=options.tries, base=options.backoff, timeout=timeout)
@@ -91,8 +91,8 @@ def generate(
                 live["backend"] = replace(backend, base_url=stack.enter_context(embedded_server()))
             run_calls(todo, live["backend"], cache, concurrency, policy, note)
 
-        report(progress, "generate", 0, options.calls, "0 posts · 0 tokens · 0 failed")
-        size = options.calls
+        report(progress, "generate", 0, options.first_round, "0 posts · 0 tokens · 0 failed")
+        size = options.first_round  # --max-calls bounds the first round too
         while size > 0:
             first = len(plan)
             plan.extend(planner.call(i, options.per_call if options.fill else min(options.per_call, options.n - i * options.per_call))

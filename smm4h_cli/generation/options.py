@@ -56,7 +56,8 @@ class GenerateOptions:
             posts, ``structured.py``) or ``auto`` (json where the backend supports it).
         fill: ``n`` counts posts kept (parsed, not dropped by ``dedup``): calls go on in rounds until
             ``n`` are kept or ``max_calls`` were made.
-        max_calls: the most calls of a ``fill`` run; None: ``3 * ceil(n / per_call)``.
+        max_calls: the most calls of a ``fill`` run, its first round included (a limit below
+            ``ceil(n / per_call)`` makes the first round that short); None: ``3 * ceil(n / per_call)``.
         price_in, price_out: US$ per million prompt / completion tokens, for models without a known price.
         batch: make the calls through the OpenAI Batch API (``batch.py``): half the price, answers within
             24 h; needs ``cache_path`` (it keeps the batch in flight, so that a killed run resumes it).
@@ -147,8 +148,13 @@ class GenerateOptions:
 
     @property
     def calls(self) -> int:
-        """Calls of the first round: all of them without ``fill``."""
+        """``ceil(n / per_call)``: the calls of a run without ``fill``."""
         return math.ceil(self.n / self.per_call)
+
+    @property
+    def first_round(self) -> int:
+        """Calls of the first round: ``calls``, and for ``fill`` at most ``max_calls``."""
+        return min(self.calls, self.call_limit)
 
     @property
     def call_limit(self) -> int:

@@ -707,3 +707,22 @@ def test_the_embedded_server_dies_with_its_run_even_mid_call(tmp_path):
     if alive():
         psutil.Process(server).kill()
         pytest.fail("the embedded server outlived the run that started it")
+
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--price-in", "--price-out", "--poll-interval", "--temperature", "--similarity"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_float_options_must_be_finite(cli, tmp_path, flag, value):
+    """Failed before: nan passed every range check (--timeout nan: a traceback, --price-in nan: "cost_usd": NaN in meta.json)."""
+    with Scripted() as server:
+        result = cli("generate", "--n", "3", "--per-call", "3", "--base-url", server.url, "--output-format", "list",
+                     flag, value, "-o", tmp_path / "s.jsonl")
+    assert result.exit_code == 2, result.output
+    assert f"{flag} must be" in result.stderr and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["backoff", "repeat_penalty", "timeout", "poll_interval"])
+def test_float_library_options_must_be_finite(name):
+    with pytest.raises(InputError, match="finite"):
+        options(**{name: float("nan")})

@@ -21,6 +21,8 @@ from smm4h_cli.generation.structured import OUTPUT_FORMATS
 STRATEGIES = ("paper", "attributes")
 DEDUP_MODES = ("flag", "drop", "off")
 DEFAULT_TIMEOUT = 120.0
+#: The float options, each refused unless finite (``nan`` would pass every range check).
+_FLOAT_OPTIONS = ("temperature", "similarity", "timeout", "backoff", "repeat_penalty", "price_in", "price_out", "poll_interval")
 EMBEDDED_TIMEOUT = 600.0
 
 
@@ -103,6 +105,13 @@ class GenerateOptions:
             raise InputError(f"--per-call must be between 1 and 100; got {self.per_call}.")
         if self.examples < 1:
             raise InputError(f"--examples must be at least 1 (positive and negative examples per call); got {self.examples}.")
+        for name in _FLOAT_OPTIONS:  # nan passes every comparison below, and inf is no setting either
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                what = "the repeat penalty" if name == "repeat_penalty" else f"--{name.replace('_', '-')}"
+                raise InputError(f"{what} must be a finite number; got {value}.")
+        if self.repeat_penalty is not None and self.repeat_penalty <= 0:
+            raise InputError(f"the repeat penalty must be positive; got {self.repeat_penalty}.")
         if self.temperature is not None and not 0 <= self.temperature <= 2:
             raise InputError(f"--temperature must be between 0 and 2; got {self.temperature}.")
         if not 1 <= self.concurrency <= 512:

@@ -726,3 +726,27 @@ def test_float_options_must_be_finite(cli, tmp_path, flag, value):
 def test_float_library_options_must_be_finite(name):
     with pytest.raises(InputError, match="finite"):
         options(**{name: float("nan")})
+
+
+def test_a_json_run_where_no_post_could_be_parsed_names_the_json_format(cli, tmp_path):
+    """Failed before: the message said the model missed "the numbered list" of a run that asked for JSON."""
+    out = tmp_path / "syn.jsonl"
+    script = {i: [("content", "Tweets are short messages.")] * 2 for i in range(2)}  # call 0's first answers the probe
+    with Scripted(script, json_forms=("json_schema",)) as server:
+        result = cli("generate", "--n", "20", "--base-url", server.url, "--output-format", "json", "-o", out)
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "invalid_json 2" in message and '{"posts": [...]}' in message and "--output-format list" in message
+    assert "numbered list asked for" not in message and not out.exists()
+
+
+def test_attributes_with_the_paper_strategy_is_refused(cli, tmp_path):
+    """Failed before: --attributes FILE was silently ignored by --strategy paper."""
+    attributes = tmp_path / "a.yaml"
+    attributes.write_text("tone: [calm, angry]\n")
+    with Scripted() as server:
+        result = cli("generate", "--n", "10", "--base-url", server.url, "--output-format", "list", "--attributes", attributes,
+                     "-o", tmp_path / "s.jsonl")
+    assert result.exit_code == 2 and "--strategy attributes" in result.stderr and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
+    assert cli("generate", "--attributes", attributes, "--show-attributes").exit_code == 0  # printing a file is no run

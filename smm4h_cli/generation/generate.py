@@ -126,6 +126,15 @@ def check_batch_record(options: GenerateOptions) -> None:
         )
 
 
+def _unparsed_advice(output_format: str) -> str:
+    """What to change when no answer in ``output_format`` could be parsed."""
+    if output_format == "json":
+        return ('The model did not answer with the JSON object {"posts": [...]} asked for (--output-format json): try '
+                "--output-format list (the numbered list), a larger --max-tokens if answers were truncated, or a larger model (--model).")
+    return ("The model did not answer with the numbered list asked for: try --request-style list "
+            "(a plain request that small models follow), a larger --max-tokens if answers were truncated, or a larger model (--model).")
+
+
 def nothing_to_write(summary: Summary) -> str | None:
     """Why a run has no post to write (every call failed, no answer parsed, every post dropped), or None.
 
@@ -143,8 +152,7 @@ def nothing_to_write(summary: Summary) -> str | None:
         issues = ", ".join(f"{k} {v}" for k, v in summary.parse_issues.items()) or "none"
         return (
             f"no post could be parsed from the {summary.calls - summary.calls_failed:,} answers (parse issues: {issues}); "
-            f"nothing written.{kept} The model did not answer with the numbered list asked for: try --request-style list "
-            "(a plain request that small models follow), a larger --max-tokens if answers were truncated, or a larger model (--model)."
+            f"nothing written.{kept} {_unparsed_advice(summary.output_format)}"
         )
     return (
         f"all {summary.posts_parsed:,} posts parsed were dropped as duplicates or copies of --train posts (--dedup drop); "

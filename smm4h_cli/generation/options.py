@@ -147,6 +147,9 @@ class GenerateOptions:
         if self.batch and self.cache_path is None:
             raise InputError("--batch needs a call cache, which keeps the batch in flight so that a killed run resumes it "
                              "instead of paying twice: give --out FILE or --cache FILE, and leave out --no-cache.")
+        if self.attributes is not None and self.strategy != "attributes":  # as --max-calls without --fill
+            raise InputError("--attributes FILE sets the attributes of --strategy attributes, and --strategy paper uses none: "
+                             "add --strategy attributes, or leave --attributes out.")
         if self.attributes is not None:
             self.attributes = attrs.validate_attributes(self.attributes, "--attributes")
         elif self.strategy == "attributes":

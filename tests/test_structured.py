@@ -184,3 +184,27 @@ def test_max_calls_below_a_plain_runs_calls_bounds_the_first_round(tmp_path):
     meta = json.loads(out.with_suffix(".meta.json").read_text())
     assert made == meta["calls"] == meta["max_calls"] == 2 and meta["posts_kept"] == 20
     assert "--fill: kept 20 of 50 after 2 calls (--max-calls 2)" in result.stderr
+
+
+@pytest.mark.parametrize("model, fmt", [
+    ("gpt-4o-2024-05-13", "list"), ("o1-mini", "list"), ("o1-mini-2024-09-12", "list"), ("o1-preview", "list"),
+    ("o1-preview-2024-09-12", "list"), ("gpt-4o", "json"), ("gpt-4o-2024-08-06", "json"), ("gpt-4o-mini", "json"),
+    ("o1", "json"), ("o1-2024-12-17", "json"), ("gpt-4-0125-preview", "list"),
+])
+def test_auto_gives_json_only_to_openai_snapshots_with_structured_outputs(model, fmt):
+    """Failed before: a prefix match gave json to gpt-4o-2024-05-13, o1-mini and o1-preview, which refuse it."""
+    from smm4h_cli.generation.structured import known_format
+
+    assert known_format("auto", "openai", model).name == fmt
+
+
+def test_a_refusal_after_auto_chose_json_does_not_advise_auto(train5):
+    """Failed before: the message advised "or auto", which would choose JSON again and fail the same way."""
+    refusal = ("error", 400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.")
+    with Scripted({1: [refusal]}, json_forms=("json_schema",)) as server:
+        with pytest.raises(InputError, match="--output-format list") as auto:
+            generate(options(n=6, per_call=3, base_url=server.url, output_format="auto", concurrency=1), train5)
+    assert "or auto" not in str(auto.value)
+    with Scripted({1: [refusal]}, json_forms=("json_schema",)) as server:
+        with pytest.raises(InputError, match="or auto"):  # asked for json: auto is a way out
+            generate(options(n=6, per_call=3, base_url=server.url, output_format="json", concurrency=1), train5)

@@ -77,6 +77,17 @@ class RetryPolicy:
     timeout: float = 120.0
 
 
+class FormatRefused(InputError):
+    """A call refused for its ``response_format`` (HTTP 400/422 naming it): no later call can succeed.
+
+    Its text is the message for an explicit ``--output-format json``; ``generate`` words it for the
+    format the run chose (:func:`structured.refused_format_message`)."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(refused_format_message(status, detail))
+        self.status, self.detail = status, detail
+
+
 class MalformedAnswer(ValueError):
     """An answer (from a server, or a line of the cache) without the shape of a chat answer."""
 
@@ -254,7 +265,7 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
             if status == 404:
                 raise RunError(f"the server answered 404 for model '{model}': {_message(exc)}. Check --model and --base-url.") from None
             if status in (400, 422) and "response_format" in spec.request and _about_format(_message(exc)):
-                raise InputError(refused_format_message(status, _message(exc))) from None
+                raise FormatRefused(status, _message(exc)) from None
             if status not in (408, 409, 429) and status < 500:
                 return CallResult(spec.index, spec.key, retries=retries, error=f"HTTP {status}: {_message(exc)}")
             wait = retry_after(exc.response.headers)

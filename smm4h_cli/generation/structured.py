@@ -31,6 +31,9 @@ from smm4h_cli.generation.backends import Backend, redact
 OUTPUT_FORMATS = ("auto", "json", "list")
 #: OpenAI models with strict structured outputs (json_schema); others (the paper's gpt-4-0125-preview) have none.
 OPENAI_JSON_MODELS = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
+#: Snapshots of those families that came before structured outputs (OpenAI's structured-outputs guide):
+#: the first gpt-4o, and o1's previews.
+OPENAI_NO_JSON_MODELS = ("gpt-4o-2024-05-13", "o1-mini", "o1-preview")
 #: A tweet is at most 280 characters; the grammar form keeps each post within it (``POST_PATTERN``: 279).
 MAX_POST_CHARS = 280
 _CHAR, _WORD_CHAR = r'[^{}\[\]<>"\\]', r'[^{}\[\]<>"\\ ]'
@@ -81,8 +84,12 @@ def response_format(form: str, count: int) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "posts", "strict": True, "schema": posts_schema(count)}}
 
 
+def _family(model: str, names: tuple[str, ...]) -> bool:
+    return any(model == m or model.startswith(m + "-") for m in names)
+
+
 def _openai_has_json(model: str) -> bool:
-    return any(model == m or model.startswith(m + "-") for m in OPENAI_JSON_MODELS)
+    return _family(model, OPENAI_JSON_MODELS) and not _family(model, OPENAI_NO_JSON_MODELS)
 
 
 def known_format(asked: str, kind: str, model: str | None) -> OutputFormat | None:
@@ -156,10 +163,14 @@ def probe(backend: Backend, url: str | None, form: str, timeout: float) -> str |
         client.close()
 
 
-def refused_format_message(status: int, message: str) -> str:
-    """The message for a call refused because of its ``response_format`` (the run stops, exit 2)."""
+def refused_format_message(status: int, message: str, fmt: OutputFormat | None = None) -> str:
+    """The message for a call refused because of its ``response_format`` (the run stops, exit 2).
+
+    ``fmt``: the run's format; when ``auto`` chose JSON (``fmt.how`` is not ``asked``), ``auto``
+    would choose it again, so only ``list`` is offered."""
+    other = "" if fmt is not None and fmt.how != "asked" else " or auto"
     return (
         f"the server rejected the request's response_format (HTTP {status}: {message}); it cannot give "
-        f"--output-format json. Use --output-format list (the numbered list) or auto."
+        f"--output-format json. Use --output-format list (the numbered list){other}."
     )
 

@@ -208,3 +208,27 @@ def test_a_refusal_after_auto_chose_json_does_not_advise_auto(train5):
     with Scripted({1: [refusal]}, json_forms=("json_schema",)) as server:
         with pytest.raises(InputError, match="or auto"):  # asked for json: auto is a way out
             generate(options(n=6, per_call=3, base_url=server.url, output_format="json", concurrency=1), train5)
+
+
+def test_a_busy_server_is_waited_out_by_the_probe_not_taken_for_a_refusal(train5):
+    """Failed before: a 5xx (or a timeout) on the probe counted as "refuses JSON": auto fell back to the list."""
+    with Scripted({0: [("500",)] * 4}, json_forms=("json_schema",)) as server:
+        frame, summary = generate(options(n=6, per_call=3, base_url=server.url, tries=6), train5)
+    assert (summary.output_format, summary.output_format_how, frame.height) == ("json", "probed: the server took json_schema", 6)
+    with Scripted({0: [("hang", 3)] * 3}, json_forms=("json_schema",)) as server:
+        _, summary = generate(options(n=3, per_call=3, base_url=server.url, tries=4, timeout=0.5), train5)
+    assert summary.output_format == "json"
+
+
+@pytest.mark.parametrize("fmt", ["auto", "json"])
+def test_a_server_busy_through_every_probe_try_stops_the_run_saying_so(tmp_path, fmt):
+    """Failed before: auto silently fell back to the list, and json exited 2 saying the server rejects JSON."""
+    out = tmp_path / "s.jsonl"
+    with Scripted({0: [("429", 0)] * 10}, json_forms=("json_schema",)) as server:
+        result = CliRunner().invoke(app, ["generate", "--n", "6", "--per-call", "3", "--base-url", server.url, "--tries", "2",
+                                          "--output-format", fmt, "-o", str(out)])
+        assert server.attempts[0] == 2 and sum(server.attempts.values()) == 2  # the probe's two tries, then no call
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.stderr.split())
+    assert "is busy" in message and "HTTP 429 after 2 tries" in message and "run the same command again" in message.lower()
+    assert "rejects" not in message and "Traceback" not in result.output and list(tmp_path.iterdir()) == []

@@ -36,7 +36,6 @@ from typing import Any, Callable
 
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
-from smm4h_cli.generation.structured import refused_format_message
 from smm4h_cli.io import jsonl_lines
 
 
@@ -60,6 +59,8 @@ class CallResult:
     retries: int = 0
     cached: bool = False
     error: str | None = None
+    #: the error is the server's being busy (429, 5xx, timeouts, ...) through every try, not a refusal
+    transient: bool = False
 
     @property
     def failed(self) -> bool:
@@ -75,6 +76,17 @@ class RetryPolicy:
     cap: float = 60.0
     max_retry_after: float = 600.0
     timeout: float = 120.0
+
+
+def refused_format_message(status: int, message: str, auto_chose: bool = False) -> str:
+    """The message for a call refused because of its ``response_format`` (the run stops, exit 2).
+
+    ``auto_chose``: ``--output-format auto`` chose JSON, and would choose it again, so only
+    ``list`` is offered."""
+    return (
+        f"the server rejected the request's response_format (HTTP {status}: {message}); it cannot give "
+        f"--output-format json. Use --output-format list (the numbered list){'' if auto_chose else ' or auto'}."
+    )
 
 
 class FormatRefused(InputError):
@@ -280,7 +292,7 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
             error = "malformed response"
         retries += 1
         if retries >= policy.tries:
-            return CallResult(spec.index, spec.key, retries=retries - 1, error=f"{error} after {policy.tries} tries")
+            return CallResult(spec.index, spec.key, retries=retries - 1, error=f"{error} after {policy.tries} tries", transient=True)
         if wait is None:
             step = min(policy.cap, policy.base * 2 ** (retries - 1))
             wait = step / 2 + random.uniform(0, step / 2)

@@ -18,14 +18,16 @@ from smm4h_cli.generation.assemble import Summary, assemble, estimate_cost  # no
 from smm4h_cli.errors import InputError
 from smm4h_cli.generation.batch import check_batch_backend, run_batch, state_path
 from smm4h_cli.generation.backends import Backend, embedded_server, resolve_backend
-from smm4h_cli.generation.engine import CallCache, CallResult, FormatRefused, RetryPolicy, cached_result, run_calls
+from smm4h_cli.generation.engine import (
+    CallCache, CallResult, FormatRefused, RetryPolicy, cached_result, refused_format_message, run_calls,
+)
 from smm4h_cli.generation.fill import next_round
 from smm4h_cli.generation.parsing import parse_answer
 from smm4h_cli.generation.plan import (  # noqa: F401 (re-exported: the plan's names, as before the split)
     EMBEDDED_MAX_TOKENS, EMBEDDED_REPEAT_PENALTY, EMBEDDED_TEMPERATURE, PlannedCall, Planner, plan_calls,
     repeat_penalty_for, request_style_for, small_model, temperature_for,
 )
-from smm4h_cli.generation.structured import refused_format_message, resolve_output_format
+from smm4h_cli.generation.structured import resolve_output_format
 from smm4h_cli.progress import ProgressFn, report
 
 from smm4h_cli.generation.options import (  # noqa: F401 (re-exported: where they were defined before)
@@ -55,7 +57,8 @@ def generate(
     timeout = options.timeout or (EMBEDDED_TIMEOUT if backend.kind == "embedded" else DEFAULT_TIMEOUT)
     if options.batch:
         check_batch_backend(backend)  # the embedded model, or a server without /v1/batches: refused before any call
-    fmt = resolve_output_format(options.output_format, backend, timeout=min(timeout, DEFAULT_TIMEOUT), probing=not options.batch)
+    probe_policy = RetryPolicy(tries=options.tries, base=options.backoff, timeout=min(timeout, DEFAULT_TIMEOUT))
+    fmt = resolve_output_format(options.output_format, backend, policy=probe_policy, probing=not options.batch)
     planner = Planner(options, backend, train, fmt)
     cache = CallCache(options.cache_path)
     cached = cache.load()
@@ -92,7 +95,7 @@ def generate(
             try:
                 run_calls(todo, live["backend"], cache, concurrency, policy, note)
             except FormatRefused as exc:  # worded for the format chosen: auto would choose JSON again
-                raise InputError(refused_format_message(exc.status, exc.detail, fmt)) from None
+                raise InputError(refused_format_message(exc.status, exc.detail, auto_chose=fmt.how != "asked")) from None
 
         report(progress, "generate", 0, options.first_round, "0 posts · 0 tokens · 0 failed")
         size = options.first_round  # --max-calls bounds the first round too

@@ -232,8 +232,8 @@ def test_faults_are_retried_and_counted(train5, tmp_path):
     assert set(frame["call"].unique()) == {0, 1, 2, 3, 5, 7}
     assert frame["id"].is_unique().all() and frame["id"][0] == "syn-paper-0000-01"
     assert frame["text"][0] == fake_post(0, 1)
-    # failed calls are not cached: a second run asks only for call 6 again
-    with Scripted() as server:
+    # failed calls are not cached: a second run (on the same server) asks only for call 6 again
+    with Scripted(at=server.url) as server:
         again, summary2 = generate(options(n=80, base_url=server.url, cache_path=tmp_path / "c.jsonl"), train5)
         assert dict(server.attempts) == {6: 1}
     assert summary2.calls_cached == 7 and summary2.calls_failed == 0 and again.height == frame.height + 10
@@ -245,12 +245,12 @@ def test_cache_resume_gives_the_same_output_and_makes_no_call(train5, tmp_path):
         first, _ = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
     lines = cache.read_text().splitlines()
     cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:25])  # as if killed while writing call 4
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         resumed, summary = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
         assert sum(server.attempts.values()) == 2
     assert summary.calls_cached == 3 and summary.cache_lines_ignored == 1
     assert resumed.equals(first)
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         _, summary = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
         assert sum(server.attempts.values()) == 0
     assert summary.calls_cached == 5
@@ -480,7 +480,7 @@ def test_malformed_answers_are_retried_never_cached(train5, tmp_path):
     assert sorted(r["call"] for r in lines) == list(range(len(MALFORMED)))
     assert all(isinstance(r["content"], str) and type(r["prompt_tokens"]) is int for r in lines)
     # the failed call is asked again, the rest come from the cache
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         again, summary2 = generate(options(n=n, base_url=server.url, cache_path=cache), train5)
         assert dict(server.attempts) == {len(MALFORMED): 1}
     assert summary2.cache_lines_ignored == 0 and again.height == n
@@ -499,7 +499,7 @@ def test_a_poisoned_cache_line_is_skipped_counted_and_the_call_made_again(train5
     ]
     lines = [json.dumps(r) for r in (by_call[0], by_call[4], *poisoned)] + ["not json {", "[1, 2]", '"text"']
     cache.write_text("\n".join(lines) + "\n")
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         frame, summary = generate(options(n=50, base_url=server.url, cache_path=cache), train5)
         assert dict(server.attempts) == {1: 1, 2: 1, 3: 1}
     assert summary.cache_lines_ignored == 6 and summary.calls_cached == 2
@@ -511,7 +511,7 @@ def test_line_separators_in_an_answer_survive_the_cache(train5, tmp_path):
     cache = tmp_path / "c.jsonl"
     with Scripted({0: [("content", answer)]}) as server:
         first, _ = generate(options(n=2, per_call=2, base_url=server.url, cache_path=cache), train5)
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         again, summary = generate(options(n=2, per_call=2, base_url=server.url, cache_path=cache), train5)
         assert sum(server.attempts.values()) == 0
     assert summary.cache_lines_ignored == 0 and again.equals(first)
@@ -557,7 +557,7 @@ def test_an_echoed_api_key_is_written_nowhere(cli, tmp_path, monkeypatch):
         0: [("content", f"1. my key is {SECRET}\n2. Bearer {SECRET}")],
         1: [("error", 400, f"bad request from key {SECRET}")],
     }
-    with Scripted(script) as server:
+    with Scripted(script, at=server.url) as server:  # the server the old line's key names
         result = cli("generate", "--n", "30", "--base-url", server.url, "-o", out, "--per-call", "10")
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -750,3 +750,43 @@ def test_attributes_with_the_paper_strategy_is_refused(cli, tmp_path):
     assert result.exit_code == 2 and "--strategy attributes" in result.stderr and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
     assert cli("generate", "--attributes", attributes, "--show-attributes").exit_code == 0  # printing a file is no run
+
+
+def test_the_cache_key_names_the_server_that_answered(train5, tmp_path):
+    """Failed before: the key hashed the request only, so the same model name on another --base-url got the first server's answers."""
+    cache = tmp_path / "c.jsonl"
+    run = dict(n=6, per_call=3, output_format="list", cache_path=cache, model="same")
+    with Scripted(models=("same",)) as first, Scripted(models=("same",)) as second:
+        a, _ = generate(options(base_url=first.url, **run), train5)
+        b, summary = generate(options(base_url=second.url, **run), train5)
+        assert sum(second.attempts.values()) == 2 and summary.calls_cached == 0  # asked anew, not answered from the cache
+        again, resumed = generate(options(base_url=first.url + "/", **run), train5)  # the same server, spelled otherwise
+        assert sum(first.attempts.values()) == 2 and resumed.calls_cached == 2  # resume still works
+    assert again["text"].to_list() == a["text"].to_list() and len(cache.read_text().splitlines()) == 4
+
+
+def test_the_cache_key_of_the_embedded_model_holds_its_file_and_server_settings(train5, monkeypatch):
+    import dataclasses
+
+    from smm4h_cli.generation import backends
+    from smm4h_cli.generation.plan import Planner
+    from smm4h_cli.generation.prompts import request_hash
+    from smm4h_cli.generation.structured import OutputFormat
+    from smm4h_cli.models import EMBEDDED_SMOLLM2, smollm2_path
+
+    embedded = backends.Backend("embedded", EMBEDDED_SMOLLM2, None, backends.EMBEDDED_ALIAS)
+    identity = backends.cache_identity(embedded)
+    assert (identity["embedded"], identity["bytes"]) == (smollm2_path().name, smollm2_path().stat().st_size)
+
+    def key(backend, **kw):
+        return Planner(options(output_format="list", **kw), backend, train5, OutputFormat("list")).call(0, 3).spec
+
+    before = key(embedded)
+    assert key(dataclasses.replace(embedded, base_url="http://127.0.0.1:1234/v1")).key == before.key  # not the server's port
+    monkeypatch.setattr(backends, "EMBEDDED_SERVER_VERSION", backends.EMBEDDED_SERVER_VERSION + 1)
+    assert key(embedded).key != before.key and key(embedded).request == before.request  # in the key, never sent
+    # the OpenAI API keeps the key of the versions before (no paid call made again); other servers do not
+    openai = backends.Backend("openai", "gpt-4o", backends.OPENAI_URL, "gpt-4o")
+    assert key(openai).key == request_hash(key(openai).request)
+    local = backends.Backend("compatible", "gpt-4o", "http://localhost:8000/v1", "gpt-4o")
+    assert key(local).key != key(openai).key and key(local).key == key(dataclasses.replace(local, base_url="HTTP://localhost:8000/v1/")).key

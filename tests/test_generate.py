@@ -790,3 +790,68 @@ def test_the_cache_key_of_the_embedded_model_holds_its_file_and_server_settings(
     assert key(openai).key == request_hash(key(openai).request)
     local = backends.Backend("compatible", "gpt-4o", "http://localhost:8000/v1", "gpt-4o")
     assert key(local).key != key(openai).key and key(local).key == key(dataclasses.replace(local, base_url="HTTP://localhost:8000/v1/")).key
+
+
+def _dedup_full_matrix(texts, train_texts, train_ids, ids, threshold):
+    """The flags as computed before blocks: the whole N x N matrix at once (the reference)."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from smm4h_cli.generation.dedup import normalise
+
+    norm, train_norm = [normalise(t) for t in texts], [normalise(t) for t in train_texts]
+    train_index = {}
+    for j, t in enumerate(train_norm):
+        train_index.setdefault(t, j)
+    matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4), dtype=np.float32).fit_transform(norm + train_norm)
+    syn, train = matrix[: len(norm)], matrix[len(norm):]
+    sim_self, sim_train = (syn @ syn.T).toarray(), (syn @ train.T).toarray()
+    kinds, of, first_seen = [None] * len(texts), [None] * len(texts), {}
+    for i, t in enumerate(norm):
+        if t and t in train_index:
+            kinds[i], of[i] = "train_exact", train_ids[train_index[t]]
+        elif sim_train[i].max() >= threshold:
+            kinds[i], of[i] = "train_near", train_ids[int(sim_train[i].argmax())]
+        elif t and t in first_seen:
+            kinds[i], of[i] = "exact", ids[first_seen[t]]
+        elif i > 0 and sim_self[i, :i].max() >= threshold:
+            kinds[i], of[i] = "near", ids[int(sim_self[i, :i].argmax())]
+        if t:
+            first_seen.setdefault(t, i)
+    return kinds, of
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.9])
+def test_dedup_in_row_blocks_flags_exactly_what_the_whole_matrix_flags(train5, monkeypatch, threshold):
+    """Failed before: the whole N x N similarity matrix was made dense (5 GB for 20,000 posts, 30 GB for 50,000)."""
+    import random
+
+    from scipy.sparse._compressed import _cs_matrix
+
+    rng = random.Random(3)
+    train_texts, train_ids = train5["text"].to_list(), train5["id"].to_list()
+    texts = []
+    for i in range(300):  # repeats, near repeats (a word changed), training posts copied and changed, and fresh posts
+        pick = rng.random()
+        if texts and pick < 0.25:
+            words = rng.choice(texts).split()
+            words[rng.randrange(len(words))] = rng.choice(["today", "again", "lol", "sigh"])
+            texts.append(" ".join(words))
+        elif pick < 0.35:
+            texts.append(rng.choice(train_texts) + rng.choice(["", " !!", " #autism"]))
+        elif pick < 0.4 and texts:
+            texts.append(rng.choice(texts))
+        else:
+            texts.append(fake_post(i, 1))
+    ids = [f"s{i}" for i in range(len(texts))]
+    expected = _dedup_full_matrix(texts, train_texts, train_ids, ids, threshold)
+    assert len({k for k in expected[0] if k}) == 4  # every kind but example_copy occurs
+    shapes = []
+    dense = _cs_matrix.toarray
+    monkeypatch.setattr(_cs_matrix, "toarray", lambda self, *a, **kw: shapes.append(self.shape) or dense(self, *a, **kw))
+    for rows in (1, 7, 64, None):
+        shapes.clear()
+        kinds, of, _ = find_duplicates(texts, train_texts, train_ids, ids, threshold, block_rows=rows)
+        assert (kinds, of) == expected, rows
+        if rows is not None:
+            assert max(r for r, _ in shapes) == rows and max(r * c for r, c in shapes) <= rows * (len(texts) + len(train_texts))

@@ -119,6 +119,42 @@ def test_a_post_starting_with_a_number_is_not_an_item():
     assert parsed.posts == ["23 years old and still carded", "2 kids, 1 inhaler, 0 sleep"] and not parsed.issues
 
 
+def test_quotes_are_stripped_only_when_they_wrap_the_whole_post():
+    """Failed before: any quote at both ends was cut, leaving '"Autism" is not ... is "different' unbalanced."""
+    answer = (
+        '1. "Autism" is not a bad word, my son is "different"\n'
+        "2. \"My son said 'mama' today for the first time\"\n"
+        "3. 'I don't know how he's so calm at the doctor's'\n"
+        "4. “He said “no” again at speech therapy”\n"
+        "5. “My daughter’s inhaler ran out at school”"
+    )
+    assert parse_numbered_list(answer, 5).posts == [
+        '"Autism" is not a bad word, my son is "different"', "My son said 'mama' today for the first time",
+        "I don't know how he's so calm at the doctor's", "“He said “no” again at speech therapy”",
+        "My daughter’s inhaler ran out at school",
+    ]
+
+
+def test_a_line_starting_with_a_time_goes_on_with_its_post():
+    """Failed before: "3:00 am ..." was read as item 3 (and "1.5 years ..." as item 1)."""
+    answer = "1. My toddler will not sleep\n3:00 am and still no sleep\n2. Speech therapy again today\n1.5 years of waiting lists"
+    parsed = parse_numbered_list(answer, 2)
+    assert parsed.posts == ["My toddler will not sleep\n3:00 am and still no sleep", "Speech therapy again today\n1.5 years of waiting lists"]
+    assert not parsed.issues
+
+
+def test_closing_chatter_run_on_into_the_last_post_is_cut_and_counted():
+    """Failed before: the chatter became part of the last post, uncounted."""
+    posts = ["My son has asthma and the inhaler ran out", "ADHD meds finally working for my daughter"]
+    for chatter in ("I hope these tweets are helpful for your dataset!", "Let me know if you need more examples.",
+                    "Feel free to modify them as needed."):
+        parsed = parse_numbered_list(f"1. {posts[0]}\n2. {posts[1]}\n{chatter}", 2)
+        assert parsed.posts == posts and parsed.issues == Counter(prose=1), chatter
+    # a post's own later lines stay, chatter-like or not
+    own = "2. ADHD meds finally working\nlet me know if you have tips for mornings\nI hope these meds keep working"
+    assert parse_numbered_list(f"1. {posts[0]}\n{own}", 2).posts[1] == own[3:]
+
+
 @pytest.mark.parametrize("fmt", ["list", "json"])
 def test_fragments_of_json_or_a_list_are_counted_not_kept(fmt):
     # what SmolLM2 writes inside the JSON grammar's strings (seen in the tuning runs), and a real short tweet

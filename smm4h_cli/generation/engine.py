@@ -14,8 +14,8 @@
   and counted, and its call is made again. So no odd answer can crash a run or poison its cache,
   and no echoed key can reach a file.
 * Cache: each finished call is appended to a JSON-lines file as one line, flushed and synced,
-  keyed by the hash of its request. A run killed at any moment (``kill -9``) loses at most the
-  calls in flight; a torn last line is cut off when the cache is opened again. Failed calls are
+  keyed by the hash of its request and of the server that answers it (``backends.cache_identity``).
+  A run killed at any moment (``kill -9``) loses at most the calls in flight; a torn last line is cut off when the cache is opened again. Failed calls are
   not cached, so running again retries them. Lines are split on ``\n`` only, so text holding
   U+2028, U+2029 or U+0085 reads back as written.
 """

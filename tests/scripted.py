@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -40,6 +41,9 @@ class LoopbackServer:
     add their handlers in :meth:`routes`. ``url`` is the OpenAI-style base URL (``.../v1``)."""
 
     url = ""
+    #: a base URL to come back at (its port): a resumed run must meet the server that answered first,
+    #: since the call cache's key names the server (``backends.cache_identity``); None: a free port
+    at: str | None = None
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -50,7 +54,7 @@ class LoopbackServer:
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", urlsplit(self.at).port if self.at else 0)
         self.loop.run_until_complete(site.start())
         self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -77,7 +81,9 @@ class Scripted(LoopbackServer):
     before it is counted. ``formats`` records the ``response_format`` of every chat request.
     """
 
-    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",), json_forms=()):
+    def __init__(self, script: dict[int, list[tuple]] | None = None, delay: float = 0.0, models=("scripted",), json_forms=(),
+                 at: str | None = None):
+        self.at = at
         self.json_forms = tuple(json_forms)
         self.formats: list = []
         self.script = script or {}

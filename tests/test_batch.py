@@ -51,18 +51,18 @@ def test_a_batch_run_writes_the_posts_of_the_synchronous_run_at_half_the_cost(tr
         assert server.creates == 1 and server.uploads == 1 and server.submitted == [[0, 1, 2]]
         assert server.history["batch_0"] == ["validating", "in_progress", "in_progress", "in_progress", "finalizing", "completed"]
         assert server.deleted == ["file-in-0"] and "file-out-batch_0" in server.files  # the request file, not the answers
+        assert cached_calls(tmp_path) == [0, 1, 2]
+        assert not state_path(tmp_path / "c.cache.jsonl").exists()  # the batch is done: no record left to resume
+        # run again (on the same server: the cache key names it): every call from the cache, no batch
+        again, rerun = generate(batch_options(server, tmp_path), train5)
+        assert server.creates == 1 and server.uploads == 1
+    assert again.equals(sync) and rerun.calls_cached == 3
     assert posts.equals(sync) and posts.height == 30
     assert summary.calls_failed == 0 and summary.batches == ["batch_0"] and summary.price_factor == BATCH_PRICE_FACTOR
     assert summary.prompt_tokens == sync_summary.prompt_tokens > 0
     assert summary.cost_usd == pytest.approx(sync_summary.cost_usd * BATCH_PRICE_FACTOR)
     statuses = [e.detail for e in events if getattr(e, "stage", None) == "batch"]  # until generate() speaks smm4h_cli.progress too
     assert "batch_0 validating" in statuses and "batch_0 in_progress" in statuses and statuses[-1] == "batch_0 completed"
-    assert cached_calls(tmp_path) == [0, 1, 2]
-    assert not state_path(tmp_path / "c.cache.jsonl").exists()  # the batch is done: no record left to resume
-    with ScriptedBatch() as server:  # run again: every call from the cache, no batch
-        again, summary = generate(batch_options(server, tmp_path), train5)
-        assert server.creates == 0 and server.uploads == 0
-    assert again.equals(sync) and summary.calls_cached == 3
 
 
 def test_partial_failure_resubmits_the_failed_requests_once_then_reports_them(train5, tmp_path):
@@ -229,17 +229,16 @@ def test_calls_cached_since_the_caller_looked_are_answered_from_the_cache(train5
     from smm4h_cli.generation.batch import run_batch
     from smm4h_cli.generation.generate import plan_calls
 
-    with ScriptedBatch() as server:
+    with ScriptedBatch() as server:  # one server throughout: the cache key names the server that answered
         generate(batch_options(server, tmp_path), train5)
         lines = (tmp_path / "c.cache.jsonl").read_text().splitlines()
-    (tmp_path / "c.cache.jsonl").write_text(lines[1] + "\n" + "not json\n")  # call 1's answer, and a bad line
-    with ScriptedBatch() as server:
+        (tmp_path / "c.cache.jsonl").write_text(lines[1] + "\n" + "not json\n")  # call 1's answer, and a bad line
         opts = batch_options(server, tmp_path)
         backend = resolve_backend(None, server.url)
         specs = [c.spec for c in plan_calls(opts, backend, train5)]
         cache, results = CallCache(opts.cache_path), []
         run_batch(specs, backend, cache, results.append, poll_interval=0.01)
-        assert server.submitted == [[0, 2]]
+        assert server.submitted == [[0, 1, 2], [0, 2]]
     assert sorted((r.index, r.cached) for r in results) == [(0, False), (1, True), (2, False)]
     assert cache.ignored == 0  # the caller counts the cache's bad lines, once
 

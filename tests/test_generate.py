@@ -119,6 +119,42 @@ def test_a_post_starting_with_a_number_is_not_an_item():
     assert parsed.posts == ["23 years old and still carded", "2 kids, 1 inhaler, 0 sleep"] and not parsed.issues
 
 
+def test_quotes_are_stripped_only_when_they_wrap_the_whole_post():
+    """Failed before: any quote at both ends was cut, leaving '"Autism" is not ... is "different' unbalanced."""
+    answer = (
+        '1. "Autism" is not a bad word, my son is "different"\n'
+        "2. \"My son said 'mama' today for the first time\"\n"
+        "3. 'I don't know how he's so calm at the doctor's'\n"
+        "4. “He said “no” again at speech therapy”\n"
+        "5. “My daughter’s inhaler ran out at school”"
+    )
+    assert parse_numbered_list(answer, 5).posts == [
+        '"Autism" is not a bad word, my son is "different"', "My son said 'mama' today for the first time",
+        "I don't know how he's so calm at the doctor's", "“He said “no” again at speech therapy”",
+        "My daughter’s inhaler ran out at school",
+    ]
+
+
+def test_a_line_starting_with_a_time_goes_on_with_its_post():
+    """Failed before: "3:00 am ..." was read as item 3 (and "1.5 years ..." as item 1)."""
+    answer = "1. My toddler will not sleep\n3:00 am and still no sleep\n2. Speech therapy again today\n1.5 years of waiting lists"
+    parsed = parse_numbered_list(answer, 2)
+    assert parsed.posts == ["My toddler will not sleep\n3:00 am and still no sleep", "Speech therapy again today\n1.5 years of waiting lists"]
+    assert not parsed.issues
+
+
+def test_closing_chatter_run_on_into_the_last_post_is_cut_and_counted():
+    """Failed before: the chatter became part of the last post, uncounted."""
+    posts = ["My son has asthma and the inhaler ran out", "ADHD meds finally working for my daughter"]
+    for chatter in ("I hope these tweets are helpful for your dataset!", "Let me know if you need more examples.",
+                    "Feel free to modify them as needed."):
+        parsed = parse_numbered_list(f"1. {posts[0]}\n2. {posts[1]}\n{chatter}", 2)
+        assert parsed.posts == posts and parsed.issues == Counter(prose=1), chatter
+    # a post's own later lines stay, chatter-like or not
+    own = "2. ADHD meds finally working\nlet me know if you have tips for mornings\nI hope these meds keep working"
+    assert parse_numbered_list(f"1. {posts[0]}\n{own}", 2).posts[1] == own[3:]
+
+
 @pytest.mark.parametrize("fmt", ["list", "json"])
 def test_fragments_of_json_or_a_list_are_counted_not_kept(fmt):
     # what SmolLM2 writes inside the JSON grammar's strings (seen in the tuning runs), and a real short tweet
@@ -232,8 +268,8 @@ def test_faults_are_retried_and_counted(train5, tmp_path):
     assert set(frame["call"].unique()) == {0, 1, 2, 3, 5, 7}
     assert frame["id"].is_unique().all() and frame["id"][0] == "syn-paper-0000-01"
     assert frame["text"][0] == fake_post(0, 1)
-    # failed calls are not cached: a second run asks only for call 6 again
-    with Scripted() as server:
+    # failed calls are not cached: a second run (on the same server) asks only for call 6 again
+    with Scripted(at=server.url) as server:
         again, summary2 = generate(options(n=80, base_url=server.url, cache_path=tmp_path / "c.jsonl"), train5)
         assert dict(server.attempts) == {6: 1}
     assert summary2.calls_cached == 7 and summary2.calls_failed == 0 and again.height == frame.height + 10
@@ -245,12 +281,12 @@ def test_cache_resume_gives_the_same_output_and_makes_no_call(train5, tmp_path):
         first, _ = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
     lines = cache.read_text().splitlines()
     cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:25])  # as if killed while writing call 4
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         resumed, summary = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
         assert sum(server.attempts.values()) == 2
     assert summary.calls_cached == 3 and summary.cache_lines_ignored == 1
     assert resumed.equals(first)
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         _, summary = generate(options(n=50, base_url=server.url, cache_path=cache, strategy="attributes"), train5)
         assert sum(server.attempts.values()) == 0
     assert summary.calls_cached == 5
@@ -480,7 +516,7 @@ def test_malformed_answers_are_retried_never_cached(train5, tmp_path):
     assert sorted(r["call"] for r in lines) == list(range(len(MALFORMED)))
     assert all(isinstance(r["content"], str) and type(r["prompt_tokens"]) is int for r in lines)
     # the failed call is asked again, the rest come from the cache
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         again, summary2 = generate(options(n=n, base_url=server.url, cache_path=cache), train5)
         assert dict(server.attempts) == {len(MALFORMED): 1}
     assert summary2.cache_lines_ignored == 0 and again.height == n
@@ -499,7 +535,7 @@ def test_a_poisoned_cache_line_is_skipped_counted_and_the_call_made_again(train5
     ]
     lines = [json.dumps(r) for r in (by_call[0], by_call[4], *poisoned)] + ["not json {", "[1, 2]", '"text"']
     cache.write_text("\n".join(lines) + "\n")
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         frame, summary = generate(options(n=50, base_url=server.url, cache_path=cache), train5)
         assert dict(server.attempts) == {1: 1, 2: 1, 3: 1}
     assert summary.cache_lines_ignored == 6 and summary.calls_cached == 2
@@ -511,7 +547,7 @@ def test_line_separators_in_an_answer_survive_the_cache(train5, tmp_path):
     cache = tmp_path / "c.jsonl"
     with Scripted({0: [("content", answer)]}) as server:
         first, _ = generate(options(n=2, per_call=2, base_url=server.url, cache_path=cache), train5)
-    with Scripted() as server:
+    with Scripted(at=server.url) as server:
         again, summary = generate(options(n=2, per_call=2, base_url=server.url, cache_path=cache), train5)
         assert sum(server.attempts.values()) == 0
     assert summary.cache_lines_ignored == 0 and again.equals(first)
@@ -557,7 +593,7 @@ def test_an_echoed_api_key_is_written_nowhere(cli, tmp_path, monkeypatch):
         0: [("content", f"1. my key is {SECRET}\n2. Bearer {SECRET}")],
         1: [("error", 400, f"bad request from key {SECRET}")],
     }
-    with Scripted(script) as server:
+    with Scripted(script, at=server.url) as server:  # the server the old line's key names
         result = cli("generate", "--n", "30", "--base-url", server.url, "-o", out, "--per-call", "10")
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -707,3 +743,151 @@ def test_the_embedded_server_dies_with_its_run_even_mid_call(tmp_path):
     if alive():
         psutil.Process(server).kill()
         pytest.fail("the embedded server outlived the run that started it")
+
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--price-in", "--price-out", "--poll-interval", "--temperature", "--similarity"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_float_options_must_be_finite(cli, tmp_path, flag, value):
+    """Failed before: nan passed every range check (--timeout nan: a traceback, --price-in nan: "cost_usd": NaN in meta.json)."""
+    with Scripted() as server:
+        result = cli("generate", "--n", "3", "--per-call", "3", "--base-url", server.url, "--output-format", "list",
+                     flag, value, "-o", tmp_path / "s.jsonl")
+    assert result.exit_code == 2, result.output
+    assert f"{flag} must be" in result.stderr and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["backoff", "repeat_penalty", "timeout", "poll_interval"])
+def test_float_library_options_must_be_finite(name):
+    with pytest.raises(InputError, match="finite"):
+        options(**{name: float("nan")})
+
+
+def test_a_json_run_where_no_post_could_be_parsed_names_the_json_format(cli, tmp_path):
+    """Failed before: the message said the model missed "the numbered list" of a run that asked for JSON."""
+    out = tmp_path / "syn.jsonl"
+    script = {i: [("content", "Tweets are short messages.")] * 2 for i in range(2)}  # call 0's first answers the probe
+    with Scripted(script, json_forms=("json_schema",)) as server:
+        result = cli("generate", "--n", "20", "--base-url", server.url, "--output-format", "json", "-o", out)
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "invalid_json 2" in message and '{"posts": [...]}' in message and "--output-format list" in message
+    assert "numbered list asked for" not in message and not out.exists()
+
+
+def test_attributes_with_the_paper_strategy_is_refused(cli, tmp_path):
+    """Failed before: --attributes FILE was silently ignored by --strategy paper."""
+    attributes = tmp_path / "a.yaml"
+    attributes.write_text("tone: [calm, angry]\n")
+    with Scripted() as server:
+        result = cli("generate", "--n", "10", "--base-url", server.url, "--output-format", "list", "--attributes", attributes,
+                     "-o", tmp_path / "s.jsonl")
+    assert result.exit_code == 2 and "--strategy attributes" in result.stderr and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
+    assert cli("generate", "--attributes", attributes, "--show-attributes").exit_code == 0  # printing a file is no run
+
+
+def test_the_cache_key_names_the_server_that_answered(train5, tmp_path):
+    """Failed before: the key hashed the request only, so the same model name on another --base-url got the first server's answers."""
+    cache = tmp_path / "c.jsonl"
+    run = dict(n=6, per_call=3, output_format="list", cache_path=cache, model="same")
+    with Scripted(models=("same",)) as first, Scripted(models=("same",)) as second:
+        a, _ = generate(options(base_url=first.url, **run), train5)
+        b, summary = generate(options(base_url=second.url, **run), train5)
+        assert sum(second.attempts.values()) == 2 and summary.calls_cached == 0  # asked anew, not answered from the cache
+        again, resumed = generate(options(base_url=first.url + "/", **run), train5)  # the same server, spelled otherwise
+        assert sum(first.attempts.values()) == 2 and resumed.calls_cached == 2  # resume still works
+    assert again["text"].to_list() == a["text"].to_list() and len(cache.read_text().splitlines()) == 4
+
+
+def test_the_cache_key_of_the_embedded_model_holds_its_file_and_server_settings(train5, monkeypatch):
+    import dataclasses
+
+    from smm4h_cli.generation import backends
+    from smm4h_cli.generation.plan import Planner
+    from smm4h_cli.generation.prompts import request_hash
+    from smm4h_cli.generation.structured import OutputFormat
+    from smm4h_cli.models import EMBEDDED_SMOLLM2, smollm2_path
+
+    embedded = backends.Backend("embedded", EMBEDDED_SMOLLM2, None, backends.EMBEDDED_ALIAS)
+    identity = backends.cache_identity(embedded)
+    assert (identity["embedded"], identity["bytes"]) == (smollm2_path().name, smollm2_path().stat().st_size)
+
+    def key(backend, **kw):
+        return Planner(options(output_format="list", **kw), backend, train5, OutputFormat("list")).call(0, 3).spec
+
+    before = key(embedded)
+    assert key(dataclasses.replace(embedded, base_url="http://127.0.0.1:1234/v1")).key == before.key  # not the server's port
+    monkeypatch.setattr(backends, "EMBEDDED_SERVER_VERSION", backends.EMBEDDED_SERVER_VERSION + 1)
+    assert key(embedded).key != before.key and key(embedded).request == before.request  # in the key, never sent
+    # the OpenAI API keeps the key of the versions before (no paid call made again); other servers do not
+    openai = backends.Backend("openai", "gpt-4o", backends.OPENAI_URL, "gpt-4o")
+    assert key(openai).key == request_hash(key(openai).request)
+    local = backends.Backend("compatible", "gpt-4o", "http://localhost:8000/v1", "gpt-4o")
+    assert key(local).key != key(openai).key and key(local).key == key(dataclasses.replace(local, base_url="HTTP://localhost:8000/v1/")).key
+
+
+def _dedup_full_matrix(texts, train_texts, train_ids, ids, threshold):
+    """The flags as computed before blocks: the whole N x N matrix at once (the reference)."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from smm4h_cli.generation.dedup import normalise
+
+    norm, train_norm = [normalise(t) for t in texts], [normalise(t) for t in train_texts]
+    train_index = {}
+    for j, t in enumerate(train_norm):
+        train_index.setdefault(t, j)
+    matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4), dtype=np.float32).fit_transform(norm + train_norm)
+    syn, train = matrix[: len(norm)], matrix[len(norm):]
+    sim_self, sim_train = (syn @ syn.T).toarray(), (syn @ train.T).toarray()
+    kinds, of, first_seen = [None] * len(texts), [None] * len(texts), {}
+    for i, t in enumerate(norm):
+        if t and t in train_index:
+            kinds[i], of[i] = "train_exact", train_ids[train_index[t]]
+        elif sim_train[i].max() >= threshold:
+            kinds[i], of[i] = "train_near", train_ids[int(sim_train[i].argmax())]
+        elif t and t in first_seen:
+            kinds[i], of[i] = "exact", ids[first_seen[t]]
+        elif i > 0 and sim_self[i, :i].max() >= threshold:
+            kinds[i], of[i] = "near", ids[int(sim_self[i, :i].argmax())]
+        if t:
+            first_seen.setdefault(t, i)
+    return kinds, of
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.9])
+def test_dedup_in_row_blocks_flags_exactly_what_the_whole_matrix_flags(train5, monkeypatch, threshold):
+    """Failed before: the whole N x N similarity matrix was made dense (5 GB for 20,000 posts, 30 GB for 50,000)."""
+    import random
+
+    from scipy.sparse._compressed import _cs_matrix
+
+    rng = random.Random(3)
+    train_texts, train_ids = train5["text"].to_list(), train5["id"].to_list()
+    texts = []
+    for i in range(300):  # repeats, near repeats (a word changed), training posts copied and changed, and fresh posts
+        pick = rng.random()
+        if texts and pick < 0.25:
+            words = rng.choice(texts).split()
+            words[rng.randrange(len(words))] = rng.choice(["today", "again", "lol", "sigh"])
+            texts.append(" ".join(words))
+        elif pick < 0.35:
+            texts.append(rng.choice(train_texts) + rng.choice(["", " !!", " #autism"]))
+        elif pick < 0.4 and texts:
+            texts.append(rng.choice(texts))
+        else:
+            texts.append(fake_post(i, 1))
+    ids = [f"s{i}" for i in range(len(texts))]
+    expected = _dedup_full_matrix(texts, train_texts, train_ids, ids, threshold)
+    assert len({k for k in expected[0] if k}) == 4  # every kind but example_copy occurs
+    shapes = []
+    dense = _cs_matrix.toarray
+    monkeypatch.setattr(_cs_matrix, "toarray", lambda self, *a, **kw: shapes.append(self.shape) or dense(self, *a, **kw))
+    for rows in (1, 7, 64, None):
+        shapes.clear()
+        kinds, of, _ = find_duplicates(texts, train_texts, train_ids, ids, threshold, block_rows=rows)
+        assert (kinds, of) == expected, rows
+        if rows is not None:
+            assert max(r for r, _ in shapes) == rows and max(r * c for r, c in shapes) <= rows * (len(texts) + len(train_texts))

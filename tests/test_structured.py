@@ -171,3 +171,64 @@ def test_a_raw_line_break_inside_a_json_string_is_part_of_the_post():
     # llama.cpp's JSON grammar lets control characters through inside strings
     parsed = parse_answer('{"posts": ["my son\nhas asthma", "her inhaler ran out"]}', 2, "stop", "json")
     assert parsed.posts == ["my son\nhas asthma", "her inhaler ran out"] and not parsed.issues
+
+
+def test_max_calls_below_a_plain_runs_calls_bounds_the_first_round(tmp_path):
+    """Failed before: the first round made all ceil(n / per_call) calls whatever --max-calls said (5 calls, max_calls 2)."""
+    out = tmp_path / "s.jsonl"
+    with Scripted() as server:
+        result = CliRunner().invoke(app, ["generate", "--n", "50", "--base-url", server.url, "--output-format", "list",
+                                          "--fill", "--max-calls", "2", "--dedup", "off", "-o", str(out)])
+        made = sum(server.attempts.values())
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert made == meta["calls"] == meta["max_calls"] == 2 and meta["posts_kept"] == 20
+    assert "--fill: kept 20 of 50 after 2 calls (--max-calls 2)" in result.stderr
+
+
+@pytest.mark.parametrize("model, fmt", [
+    ("gpt-4o-2024-05-13", "list"), ("o1-mini", "list"), ("o1-mini-2024-09-12", "list"), ("o1-preview", "list"),
+    ("o1-preview-2024-09-12", "list"), ("gpt-4o", "json"), ("gpt-4o-2024-08-06", "json"), ("gpt-4o-mini", "json"),
+    ("o1", "json"), ("o1-2024-12-17", "json"), ("gpt-4-0125-preview", "list"),
+])
+def test_auto_gives_json_only_to_openai_snapshots_with_structured_outputs(model, fmt):
+    """Failed before: a prefix match gave json to gpt-4o-2024-05-13, o1-mini and o1-preview, which refuse it."""
+    from smm4h_cli.generation.structured import known_format
+
+    assert known_format("auto", "openai", model).name == fmt
+
+
+def test_a_refusal_after_auto_chose_json_does_not_advise_auto(train5):
+    """Failed before: the message advised "or auto", which would choose JSON again and fail the same way."""
+    refusal = ("error", 400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.")
+    with Scripted({1: [refusal]}, json_forms=("json_schema",)) as server:
+        with pytest.raises(InputError, match="--output-format list") as auto:
+            generate(options(n=6, per_call=3, base_url=server.url, output_format="auto", concurrency=1), train5)
+    assert "or auto" not in str(auto.value)
+    with Scripted({1: [refusal]}, json_forms=("json_schema",)) as server:
+        with pytest.raises(InputError, match="or auto"):  # asked for json: auto is a way out
+            generate(options(n=6, per_call=3, base_url=server.url, output_format="json", concurrency=1), train5)
+
+
+def test_a_busy_server_is_waited_out_by_the_probe_not_taken_for_a_refusal(train5):
+    """Failed before: a 5xx (or a timeout) on the probe counted as "refuses JSON": auto fell back to the list."""
+    with Scripted({0: [("500",)] * 4}, json_forms=("json_schema",)) as server:
+        frame, summary = generate(options(n=6, per_call=3, base_url=server.url, tries=6), train5)
+    assert (summary.output_format, summary.output_format_how, frame.height) == ("json", "probed: the server took json_schema", 6)
+    with Scripted({0: [("hang", 3)] * 3}, json_forms=("json_schema",)) as server:
+        _, summary = generate(options(n=3, per_call=3, base_url=server.url, tries=4, timeout=0.5), train5)
+    assert summary.output_format == "json"
+
+
+@pytest.mark.parametrize("fmt", ["auto", "json"])
+def test_a_server_busy_through_every_probe_try_stops_the_run_saying_so(tmp_path, fmt):
+    """Failed before: auto silently fell back to the list, and json exited 2 saying the server rejects JSON."""
+    out = tmp_path / "s.jsonl"
+    with Scripted({0: [("429", 0)] * 10}, json_forms=("json_schema",)) as server:
+        result = CliRunner().invoke(app, ["generate", "--n", "6", "--per-call", "3", "--base-url", server.url, "--tries", "2",
+                                          "--output-format", fmt, "-o", str(out)])
+        assert server.attempts[0] == 2 and sum(server.attempts.values()) == 2  # the probe's two tries, then no call
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.stderr.split())
+    assert "is busy" in message and "HTTP 429 after 2 tries" in message and "run the same command again" in message.lower()
+    assert "rejects" not in message and "Traceback" not in result.output and list(tmp_path.iterdir()) == []

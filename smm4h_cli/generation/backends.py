@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.models import EMBEDDED_SMOLLM2, smollm2_path
@@ -181,6 +181,37 @@ def _list_models(url: str, kind: str, timeout: float) -> list[str] | None:
         client.close()
 
 
+def normalise_url(url: str) -> str:
+    """``url`` as one server has one spelling: scheme and host in lower case, no default port, no
+    user info, query or fragment, no trailing slash."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    port = parts.port if parts.port not in (None, {"http": 80, "https": 443}.get(scheme)) else None
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit((scheme, host + (f":{port}" if port else ""), parts.path.rstrip("/"), "", ""))
+
+
+def cache_identity(backend: Backend) -> dict | None:
+    """Which server answers, as the call cache keys it (mixed into the key, never sent).
+
+    OpenAI's own API: None, so that keys stay those of the versions before (no paid call made again).
+    A compatible server: its normalised URL, so the same model name on another server is asked
+    anew. The embedded model: its GGUF file (name and size), llama-cpp-python's version and
+    :data:`EMBEDDED_SERVER_VERSION`, since the server's own settings change its answers."""
+    if backend.kind == "embedded":
+        from importlib import metadata
+
+        path = smollm2_path()
+        try:
+            llama = metadata.version("llama_cpp_python")
+        except metadata.PackageNotFoundError:
+            llama = None
+        return {"embedded": path.name, "bytes": path.stat().st_size, "llama_cpp_python": llama,
+                "server": EMBEDDED_SERVER_VERSION, "penalty_window": EMBEDDED_PENALTY_WINDOW}
+    url = normalise_url(backend.base_url or OPENAI_URL)
+    return None if url == normalise_url(OPENAI_URL) else {"url": url}
+
+
 # ------------------------------------------------------------------------------ embedded server
 
 
@@ -206,6 +237,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 #: Tokens the embedded server's repeat penalty looks back over (llama-cpp-python's default: 64).
 EMBEDDED_PENALTY_WINDOW = 512
+#: The version of the embedded server's settings that change its answers (the arguments of
+#: :func:`embedded_server`, the sampling of ``llama_server.py``): part of the call-cache key
+#: (:func:`cache_identity`), so bump it whenever one of them changes, and old answers are not reused.
+EMBEDDED_SERVER_VERSION = 1
 
 
 @contextlib.contextmanager

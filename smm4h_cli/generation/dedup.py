@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -53,10 +54,14 @@ def find_duplicates(
     ids: Sequence[str],
     threshold: float = 0.9,
     shown: Sequence[Sequence[tuple[str, str]]] | None = None,
+    block_rows: int | None = None,
 ) -> tuple[list[str | None], list[str | None], Counter]:
     """For each synthetic post: its duplicate kind (or None) and the id of the post it repeats.
 
-    ``shown``: for each post, the (id, text) few-shot examples of its call (``example_copy``)."""
+    ``shown``: for each post, the (id, text) few-shot examples of its call (``example_copy``).
+    ``block_rows``: rows of the similarity matrix computed at once (None: as many as keep a block
+    within ``BLOCK_ENTRIES``), so memory stays bounded however many posts there are; the result
+    does not depend on it."""
     kinds: list[str | None] = [None] * len(texts)
     of: list[str | None] = [None] * len(texts)
     if not texts:
@@ -67,7 +72,7 @@ def find_duplicates(
     for j, t in enumerate(train_norm):
         train_index.setdefault(t, j)
 
-    sim_train, sim_self = _similarities(norm, train_norm)
+    nearest = _nearest(norm, train_norm, block_rows)
     first_seen: dict[str, int] = {}
     for i, t in enumerate(norm):
         copied = _example_copied(t, shown[i]) if shown is not None and t else None
@@ -75,12 +80,12 @@ def find_duplicates(
             kinds[i], of[i] = "example_copy", copied
         elif t and t in train_index:
             kinds[i], of[i] = "train_exact", train_ids[train_index[t]]
-        elif sim_train is not None and sim_train[i].size and sim_train[i].max() >= threshold:
-            kinds[i], of[i] = "train_near", train_ids[int(sim_train[i].argmax())]
+        elif nearest is not None and nearest.train_best is not None and nearest.train_best[i] >= threshold:
+            kinds[i], of[i] = "train_near", train_ids[int(nearest.train_of[i])]
         elif t and t in first_seen:
             kinds[i], of[i] = "exact", ids[first_seen[t]]
-        elif i > 0 and sim_self is not None and sim_self[i, :i].max() >= threshold:
-            kinds[i], of[i] = "near", ids[int(sim_self[i, :i].argmax())]
+        elif i > 0 and nearest is not None and nearest.self_best[i] >= threshold:
+            kinds[i], of[i] = "near", ids[int(nearest.self_of[i])]
         if t:
             first_seen.setdefault(t, i)
     return kinds, of, Counter(k for k in kinds if k)
@@ -93,15 +98,44 @@ def _example_copied(norm: str, examples: Sequence[tuple[str, str]]) -> str | Non
     return None
 
 
-def _similarities(norm: list[str], train_norm: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+#: Similarities computed at once (a block of rows of the matrix): 4M float32 values, 16 MB.
+#: The whole N x N matrix would be 5 GB for 20,000 posts, 30 GB for 50,000.
+BLOCK_ENTRIES = 1 << 22
+
+
+@dataclass
+class _Nearest:
+    """For each synthetic post: the highest cosine to an earlier synthetic post (``-inf`` for the
+    first) and to a training post (None without training posts), and where the first such is."""
+
+    self_best: np.ndarray
+    self_of: np.ndarray
+    train_best: np.ndarray | None
+    train_of: np.ndarray | None
+
+
+def _nearest(norm: list[str], train_norm: list[str], block_rows: int | None = None) -> _Nearest | None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     if not any(norm) and not any(train_norm):
-        return None, None
+        return None
     # One pass over synthetic and training texts; rows come out L2-normalised, so products are cosines.
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4), dtype=np.float32)
     matrix = vectorizer.fit_transform(norm + train_norm)
-    syn, train = matrix[: len(norm)], matrix[len(norm):]
-    sim_self = (syn @ syn.T).toarray()
-    sim_train = (syn @ train.T).toarray() if train_norm else None
-    return sim_train, sim_self
+    n, n_train = len(norm), len(train_norm)
+    syn, train = matrix[:n], matrix[n:]
+    rows = block_rows or max(1, BLOCK_ENTRIES // (n + n_train))
+    out = _Nearest(np.full(n, -np.inf, np.float32), np.zeros(n, np.int64),
+                   np.empty(n, np.float32) if n_train else None, np.zeros(n, np.int64) if n_train else None)
+    # Row i of a block is computed from row i and the other matrix alone (a sparse product sums each
+    # entry in the same order whatever else it computes), so the values are those of the whole matrix.
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        block = syn[start:stop]
+        earlier = (block @ syn[:stop].T).toarray()  # row i: posts 0 .. stop-1, of which only j < i count
+        earlier[np.arange(stop)[None, :] >= np.arange(start, stop)[:, None]] = -np.inf
+        out.self_best[start:stop], out.self_of[start:stop] = earlier.max(axis=1), earlier.argmax(axis=1)
+        if n_train:
+            near = (block @ train.T).toarray()
+            out.train_best[start:stop], out.train_of[start:stop] = near.max(axis=1), near.argmax(axis=1)
+    return out

@@ -14,8 +14,8 @@
   and counted, and its call is made again. So no odd answer can crash a run or poison its cache,
   and no echoed key can reach a file.
 * Cache: each finished call is appended to a JSON-lines file as one line, flushed and synced,
-  keyed by the hash of its request. A run killed at any moment (``kill -9``) loses at most the
-  calls in flight; a torn last line is cut off when the cache is opened again. Failed calls are
+  keyed by the hash of its request and of the server that answers it (``backends.cache_identity``).
+  A run killed at any moment (``kill -9``) loses at most the calls in flight; a torn last line is cut off when the cache is opened again. Failed calls are
   not cached, so running again retries them. Lines are split on ``\n`` only, so text holding
   U+2028, U+2029 or U+0085 reads back as written.
 """
@@ -36,7 +36,6 @@ from typing import Any, Callable
 
 from smm4h_cli.errors import InputError, RunError
 from smm4h_cli.generation.backends import Backend, redact
-from smm4h_cli.generation.structured import refused_format_message
 from smm4h_cli.io import jsonl_lines
 
 
@@ -60,6 +59,8 @@ class CallResult:
     retries: int = 0
     cached: bool = False
     error: str | None = None
+    #: the error is the server's being busy (429, 5xx, timeouts, ...) through every try, not a refusal
+    transient: bool = False
 
     @property
     def failed(self) -> bool:
@@ -75,6 +76,28 @@ class RetryPolicy:
     cap: float = 60.0
     max_retry_after: float = 600.0
     timeout: float = 120.0
+
+
+def refused_format_message(status: int, message: str, auto_chose: bool = False) -> str:
+    """The message for a call refused because of its ``response_format`` (the run stops, exit 2).
+
+    ``auto_chose``: ``--output-format auto`` chose JSON, and would choose it again, so only
+    ``list`` is offered."""
+    return (
+        f"the server rejected the request's response_format (HTTP {status}: {message}); it cannot give "
+        f"--output-format json. Use --output-format list (the numbered list){'' if auto_chose else ' or auto'}."
+    )
+
+
+class FormatRefused(InputError):
+    """A call refused for its ``response_format`` (HTTP 400/422 naming it): no later call can succeed.
+
+    Its text is the message for an explicit ``--output-format json``; ``generate`` words it for the
+    format the run chose (:func:`structured.refused_format_message`)."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(refused_format_message(status, detail))
+        self.status, self.detail = status, detail
 
 
 class MalformedAnswer(ValueError):
@@ -254,7 +277,7 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
             if status == 404:
                 raise RunError(f"the server answered 404 for model '{model}': {_message(exc)}. Check --model and --base-url.") from None
             if status in (400, 422) and "response_format" in spec.request and _about_format(_message(exc)):
-                raise InputError(refused_format_message(status, _message(exc))) from None
+                raise FormatRefused(status, _message(exc)) from None
             if status not in (408, 409, 429) and status < 500:
                 return CallResult(spec.index, spec.key, retries=retries, error=f"HTTP {status}: {_message(exc)}")
             wait = retry_after(exc.response.headers)
@@ -269,7 +292,7 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
             error = "malformed response"
         retries += 1
         if retries >= policy.tries:
-            return CallResult(spec.index, spec.key, retries=retries - 1, error=f"{error} after {policy.tries} tries")
+            return CallResult(spec.index, spec.key, retries=retries - 1, error=f"{error} after {policy.tries} tries", transient=True)
         if wait is None:
             step = min(policy.cap, policy.base * 2 ** (retries - 1))
             wait = step / 2 + random.uniform(0, step / 2)

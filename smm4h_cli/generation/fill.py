@@ -1,7 +1,7 @@
 """``--fill``: how many calls the next round makes, from how many posts the calls so far kept.
 
 A ``--fill`` run asks for ``n`` posts *kept* (parsed, and not dropped by ``--dedup drop``). Its
-first round is the ``ceil(n / per_call)`` calls of a plain run; each later round makes enough
+first round is the ``ceil(n / per_call)`` calls of a plain run (at most ``max_calls``); each later round makes enough
 calls for the posts still missing at the yield measured so far (posts kept per post asked, at
 least 1 in 4 so that a bad start does not plan a huge round), never past ``max_calls`` in all.
 The calls themselves are those of the one deterministic plan (call ``i`` depends only on the

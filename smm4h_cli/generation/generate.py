@@ -18,7 +18,9 @@ from smm4h_cli.generation.assemble import Summary, assemble, estimate_cost  # no
 from smm4h_cli.errors import InputError
 from smm4h_cli.generation.batch import check_batch_backend, run_batch, state_path
 from smm4h_cli.generation.backends import Backend, embedded_server, resolve_backend
-from smm4h_cli.generation.engine import CallCache, CallResult, RetryPolicy, cached_result, run_calls
+from smm4h_cli.generation.engine import (
+    CallCache, CallResult, FormatRefused, RetryPolicy, cached_result, refused_format_message, run_calls,
+)
 from smm4h_cli.generation.fill import next_round
 from smm4h_cli.generation.parsing import parse_answer
 from smm4h_cli.generation.plan import (  # noqa: F401 (re-exported: the plan's names, as before the split)
@@ -55,7 +57,8 @@ def generate(
     timeout = options.timeout or (EMBEDDED_TIMEOUT if backend.kind == "embedded" else DEFAULT_TIMEOUT)
     if options.batch:
         check_batch_backend(backend)  # the embedded model, or a server without /v1/batches: refused before any call
-    fmt = resolve_output_format(options.output_format, backend, timeout=min(timeout, DEFAULT_TIMEOUT), probing=not options.batch)
+    probe_policy = RetryPolicy(tries=options.tries, base=options.backoff, timeout=min(timeout, DEFAULT_TIMEOUT))
+    fmt = resolve_output_format(options.output_format, backend, policy=probe_policy, probing=not options.batch)
     planner = Planner(options, backend, train, fmt)
     cache = CallCache(options.cache_path)
     cached = cache.load()
@@ -72,7 +75,7 @@ def generate(
             tally["posts"] += len(parse_answer(result.content, call.count, result.finish_reason, fmt.name, call.prompt).posts)
         tally["prompt"] += result.prompt_tokens
         tally["completion"] += result.completion_tokens
-        report(progress, "generate", len(results), max(len(plan), options.calls),
+        report(progress, "generate", len(results), max(len(plan), options.first_round),
                f"{tally['posts']:,} posts · {tally['prompt'] + tally['completion']:,} tokens · {tally['failed']:,} failed")
 
     policy = RetryPolicy(tries=options.tries, base=options.backoff, timeout=timeout)
@@ -89,10 +92,13 @@ def generate(
                 return
             if live["backend"].kind == "embedded" and live["backend"].base_url is None:  # started only if some call is not cached
                 live["backend"] = replace(backend, base_url=stack.enter_context(embedded_server()))
-            run_calls(todo, live["backend"], cache, concurrency, policy, note)
+            try:
+                run_calls(todo, live["backend"], cache, concurrency, policy, note)
+            except FormatRefused as exc:  # worded for the format chosen: auto would choose JSON again
+                raise InputError(refused_format_message(exc.status, exc.detail, auto_chose=fmt.how != "asked")) from None
 
-        report(progress, "generate", 0, options.calls, "0 posts · 0 tokens · 0 failed")
-        size = options.calls
+        report(progress, "generate", 0, options.first_round, "0 posts · 0 tokens · 0 failed")
+        size = options.first_round  # --max-calls bounds the first round too
         while size > 0:
             first = len(plan)
             plan.extend(planner.call(i, options.per_call if options.fill else min(options.per_call, options.n - i * options.per_call))
@@ -126,6 +132,15 @@ def check_batch_record(options: GenerateOptions) -> None:
         )
 
 
+def _unparsed_advice(output_format: str) -> str:
+    """What to change when no answer in ``output_format`` could be parsed."""
+    if output_format == "json":
+        return ('The model did not answer with the JSON object {"posts": [...]} asked for (--output-format json): try '
+                "--output-format list (the numbered list), a larger --max-tokens if answers were truncated, or a larger model (--model).")
+    return ("The model did not answer with the numbered list asked for: try --request-style list "
+            "(a plain request that small models follow), a larger --max-tokens if answers were truncated, or a larger model (--model).")
+
+
 def nothing_to_write(summary: Summary) -> str | None:
     """Why a run has no post to write (every call failed, no answer parsed, every post dropped), or None.
 
@@ -143,8 +158,7 @@ def nothing_to_write(summary: Summary) -> str | None:
         issues = ", ".join(f"{k} {v}" for k, v in summary.parse_issues.items()) or "none"
         return (
             f"no post could be parsed from the {summary.calls - summary.calls_failed:,} answers (parse issues: {issues}); "
-            f"nothing written.{kept} The model did not answer with the numbered list asked for: try --request-style list "
-            "(a plain request that small models follow), a larger --max-tokens if answers were truncated, or a larger model (--model)."
+            f"nothing written.{kept} {_unparsed_advice(summary.output_format)}"
         )
     return (
         f"all {summary.posts_parsed:,} posts parsed were dropped as duplicates or copies of --train posts (--dedup drop); "

@@ -21,6 +21,8 @@ from smm4h_cli.generation.structured import OUTPUT_FORMATS
 STRATEGIES = ("paper", "attributes")
 DEDUP_MODES = ("flag", "drop", "off")
 DEFAULT_TIMEOUT = 120.0
+#: The float options, each refused unless finite (``nan`` would pass every range check).
+_FLOAT_OPTIONS = ("temperature", "similarity", "timeout", "backoff", "repeat_penalty", "price_in", "price_out", "poll_interval")
 EMBEDDED_TIMEOUT = 600.0
 
 
@@ -56,7 +58,8 @@ class GenerateOptions:
             posts, ``structured.py``) or ``auto`` (json where the backend supports it).
         fill: ``n`` counts posts kept (parsed, not dropped by ``dedup``): calls go on in rounds until
             ``n`` are kept or ``max_calls`` were made.
-        max_calls: the most calls of a ``fill`` run; None: ``3 * ceil(n / per_call)``.
+        max_calls: the most calls of a ``fill`` run, its first round included (a limit below
+            ``ceil(n / per_call)`` makes the first round that short); None: ``3 * ceil(n / per_call)``.
         price_in, price_out: US$ per million prompt / completion tokens, for models without a known price.
         batch: make the calls through the OpenAI Batch API (``batch.py``): half the price, answers within
             24 h; needs ``cache_path`` (it keeps the batch in flight, so that a killed run resumes it).
@@ -102,6 +105,13 @@ class GenerateOptions:
             raise InputError(f"--per-call must be between 1 and 100; got {self.per_call}.")
         if self.examples < 1:
             raise InputError(f"--examples must be at least 1 (positive and negative examples per call); got {self.examples}.")
+        for name in _FLOAT_OPTIONS:  # nan passes every comparison below, and inf is no setting either
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                what = "the repeat penalty" if name == "repeat_penalty" else f"--{name.replace('_', '-')}"
+                raise InputError(f"{what} must be a finite number; got {value}.")
+        if self.repeat_penalty is not None and self.repeat_penalty <= 0:
+            raise InputError(f"the repeat penalty must be positive; got {self.repeat_penalty}.")
         if self.temperature is not None and not 0 <= self.temperature <= 2:
             raise InputError(f"--temperature must be between 0 and 2; got {self.temperature}.")
         if not 1 <= self.concurrency <= 512:
@@ -137,6 +147,9 @@ class GenerateOptions:
         if self.batch and self.cache_path is None:
             raise InputError("--batch needs a call cache, which keeps the batch in flight so that a killed run resumes it "
                              "instead of paying twice: give --out FILE or --cache FILE, and leave out --no-cache.")
+        if self.attributes is not None and self.strategy != "attributes":  # as --max-calls without --fill
+            raise InputError("--attributes FILE sets the attributes of --strategy attributes, and --strategy paper uses none: "
+                             "add --strategy attributes, or leave --attributes out.")
         if self.attributes is not None:
             self.attributes = attrs.validate_attributes(self.attributes, "--attributes")
         elif self.strategy == "attributes":
@@ -147,8 +160,13 @@ class GenerateOptions:
 
     @property
     def calls(self) -> int:
-        """Calls of the first round: all of them without ``fill``."""
+        """``ceil(n / per_call)``: the calls of a run without ``fill``."""
         return math.ceil(self.n / self.per_call)
+
+    @property
+    def first_round(self) -> int:
+        """Calls of the first round: ``calls``, and for ``fill`` at most ``max_calls``."""
+        return min(self.calls, self.call_limit)
 
     @property
     def call_limit(self) -> int:

@@ -8,7 +8,9 @@ per answer (counted once per call)
     ``empty``       no content at all;
     ``refusal``     no list, and the text reads as a refusal ("I can't ...", "As an AI ...");
     ``no_list``     text, but no numbered or bulleted items in it;
-    ``prose``       text outside the list items (an introduction, a closing remark);
+    ``prose``       text outside the list items (an introduction, a closing remark, also one run on
+                    into the last item without a blank line when it speaks of "your dataset" and
+                    the like: ``_CHATTER``);
     ``numbering``   items numbered other than 1., 2., 3., ... (``1)``, ``Tweet 1:``, bullets, gaps);
     ``truncated``   the answer hit the token limit: its last, cut-off item is dropped.
     ``invalid_json`` (JSON output) not a JSON object with a ``posts`` list, and not a truncated one.
@@ -47,10 +49,22 @@ ITEM_ISSUES = ("missing_items", "extra_items", "empty_items", "placeholder_items
 
 # "1. text" is the paper's style; the looser pattern takes "1) text", "**1.** text", "1: text",
 # "Tweet 1: text", "#1. text". At most three digits, and a separator is required, so a post
-# starting "23 years old ..." is not read as item 23.
+# starting "23 years old ..." is not read as item 23; a "." or ":" followed by a digit is a time
+# or a number ("3:00 am and still no sleep", "1.5 years"), not a separator.
 _PAPER_ITEM = re.compile(r"^(\d{1,3})\.\s+(.*)$")
 _ITEM = re.compile(
-    r"^(?:[*_]{1,2})?#?\s*(?:(?:tweet|post|output|example)\s*#?\s*)?(\d{1,3})\s*(?:[.):\]]|\s-)(?:[*_]{1,2})?\s*(.*)$",
+    r"^(?:[*_]{1,2})?#?\s*(?:(?:tweet|post|output|example)\s*#?\s*)?(\d{1,3})\s*(?:[.:](?!\d)|[)\]]|\s-)(?:[*_]{1,2})?\s*(.*)$",
+    re.IGNORECASE,
+)
+#: A later line of the last item that speaks to whoever asked for the posts ("I hope these tweets
+#: are helpful for your dataset!"): closing chatter, cut and counted as ``prose``. Narrow on purpose:
+#: only words no parent's post has reason to use (a dataset, "feel free to modify"), so that a
+#: post's own later lines ("let me know if you have tips", "I hope these meds help") stay.
+_CHATTER = re.compile(
+    r"\byour (?:dataset|data set|training data|classifier|model|task|project|research|request|needs|purposes?)\b"
+    r"|\blet me know if you (?:need|want|would like|'d like) (?:more|any|additional|other|different|me)\b"
+    r"|\bfeel free to (?:use|modify|adjust|edit|change|tweak)\b"
+    r"|\b(?:these|the above) (?:\w+ )?(?:tweets|posts|examples) (?:are|were) (?:all )?(?:fictional|generated|made up)\b",
     re.IGNORECASE,
 )
 _BULLET = re.compile(r"^[-*•]\s+(.*)$")
@@ -60,6 +74,9 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _QUOTES = "\"'“”‘’`"
+#: The quote marks of each kind: a wrapping pair is stripped only when the text holds no other of its kind.
+_QUOTE_KINDS = ("\"“”", "'‘’`")
+_APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
 #: A post has at least this many words with a letter in them, and under a fifth of markup characters.
 MIN_WORDS, _MARKUP, _MARKUP_SHARE = 3, frozenset("{}[]<>"), 0.2
 _WORD = re.compile(r"[^\W\d_]")
@@ -76,12 +93,24 @@ class Parsed:
     issues: Counter = field(default_factory=Counter)
 
 
+def _wrapped(text: str) -> bool:
+    """Whether ``text`` is wrapped in one pair of quotes of one kind, with no other of that kind
+    inside (``"Autism" is not a bad word, my son is "different"`` is not: it quotes two words)."""
+    if len(text) < 2 or text[0] not in _QUOTES or text[-1] not in _QUOTES:
+        return False
+    kind = next(k for k in _QUOTE_KINDS if text[0] in k)
+    if text[-1] not in kind:
+        return False
+    inner = _APOSTROPHE.sub("", text[1:-1]) if kind[0] == "'" else text[1:-1]  # don't, son’s: not quotes
+    return not any(c in kind for c in inner)
+
+
 def _clean(text: str) -> str:
     text = text.strip()
     for _ in range(2):  # "**"text"**" and the like
         if len(text) >= 4 and text[:2] == text[-2:] and text[:2] in ("**", "__"):
             text = text[2:-2].strip()
-        if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        if _wrapped(text):
             text = text[1:-1].strip()
     return text
 
@@ -228,6 +257,11 @@ def parse_numbered_list(content: str | None, expected: int, finish_reason: str |
     if not items:
         out.issues["refusal" if _REFUSAL.search(content) else "no_list"] += 1
         return out
+    last = items[-1][1]
+    chatter = next((i for i in range(1, len(last)) if _CHATTER.search(last[i])), None)
+    if chatter is not None:  # closing chatter run on into the last item, without a blank line
+        del last[chatter:]
+        prose = True
     if prose:
         out.issues["prose"] += 1
     numbers = [n for n, _ in items]

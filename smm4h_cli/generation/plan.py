@@ -17,7 +17,7 @@ import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.generation import attributes as attrs
-from smm4h_cli.generation.backends import Backend
+from smm4h_cli.generation.backends import Backend, cache_identity
 from smm4h_cli.generation.engine import CallSpec
 from smm4h_cli.generation.prompts import few_shot_prompt, prompt_hash, request_hash
 from smm4h_cli.generation.structured import OutputFormat, known_format
@@ -106,6 +106,7 @@ class Planner:
         )
         self.penalty = repeat_penalty_for(options, backend)
         self.temperature = temperature_for(options, backend)
+        self.server = cache_identity(backend)  # in the cache key, not in the request
 
     def call(self, i: int, count: int) -> PlannedCall:
         options, k = self.options, self.options.examples
@@ -128,7 +129,7 @@ class Planner:
         response_format = self.format.response_format(count)
         if response_format is not None:
             request["response_format"] = response_format
-        spec = CallSpec(i, request_hash(request), request)
+        spec = CallSpec(i, request_hash(request, self.server), request)
         return PlannedCall(
             i, count, tuple(p for p, _ in shown_pos), tuple(n for n, _ in shown_neg), chosen, prompt_hash(prompt), spec,
             prompt, tuple(shown_pos + shown_neg),

@@ -167,9 +167,11 @@ def few_shot_prompt(
     return "\n\n".join(blocks)
 
 
-def request_hash(request: dict) -> str:
-    """A stable hash of a chat request (model, messages, parameters): the cache key."""
-    canonical = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def request_hash(request: dict, server: dict | None = None) -> str:
+    """A stable hash of a chat request (model, messages, parameters) and of the ``server`` that
+    answers it (``backends.cache_identity``; None: the request alone, OpenAI's key): the cache key."""
+    keyed = request if server is None else {"request": request, "server": server}
+    canonical = json.dumps(keyed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

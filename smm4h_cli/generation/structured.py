@@ -22,15 +22,19 @@ How the format was found is recorded in the summary (``output_format_how``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from smm4h_cli.errors import InputError, RunError
-from smm4h_cli.generation.backends import Backend, redact
+from smm4h_cli.generation.backends import Backend
+from smm4h_cli.generation.engine import CallCache, CallSpec, FormatRefused, RetryPolicy, run_calls
 
 OUTPUT_FORMATS = ("auto", "json", "list")
 #: OpenAI models with strict structured outputs (json_schema); others (the paper's gpt-4-0125-preview) have none.
 OPENAI_JSON_MODELS = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
+#: Snapshots of those families that came before structured outputs (OpenAI's structured-outputs guide):
+#: the first gpt-4o, and o1's previews.
+OPENAI_NO_JSON_MODELS = ("gpt-4o-2024-05-13", "o1-mini", "o1-preview")
 #: A tweet is at most 280 characters; the grammar form keeps each post within it (``POST_PATTERN``: 279).
 MAX_POST_CHARS = 280
 _CHAR, _WORD_CHAR = r'[^{}\[\]<>"\\]', r'[^{}\[\]<>"\\ ]'
@@ -81,8 +85,12 @@ def response_format(form: str, count: int) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "posts", "strict": True, "schema": posts_schema(count)}}
 
 
+def _family(model: str, names: tuple[str, ...]) -> bool:
+    return any(model == m or model.startswith(m + "-") for m in names)
+
+
 def _openai_has_json(model: str) -> bool:
-    return any(model == m or model.startswith(m + "-") for m in OPENAI_JSON_MODELS)
+    return _family(model, OPENAI_JSON_MODELS) and not _family(model, OPENAI_NO_JSON_MODELS)
 
 
 def known_format(asked: str, kind: str, model: str | None) -> OutputFormat | None:
@@ -101,13 +109,15 @@ def known_format(asked: str, kind: str, model: str | None) -> OutputFormat | Non
     return None
 
 
-def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = None, timeout: float = 60.0,
+def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = None, policy: RetryPolicy | None = None,
                           probing: bool = True) -> OutputFormat:
     """The run's output format for ``--output-format asked`` on ``backend``, found once per run.
 
     ``probe_url``: the base URL to probe (a compatible server, or OpenAI under an explicit
-    ``json``); None skips probing. Raises ``InputError`` when ``json`` was asked for and the
-    backend refuses ``response_format``: nothing has been generated or written then.
+    ``json``); None skips probing. ``policy``: the probe's tries, backoff and timeout, those of
+    the run's calls. Raises ``InputError`` when ``json`` was asked for and the backend refuses
+    ``response_format``, and ``RunError`` when the server stays busy (429, 5xx, timeouts) through
+    every try: nothing has been generated or written then.
     """
     if asked not in OUTPUT_FORMATS:
         raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}; got '{asked}'.")
@@ -119,7 +129,7 @@ def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = 
     url = probe_url or backend.base_url
     refusals = []
     for form in ("json_schema", "json_object"):
-        refused = probe(backend, url, form, timeout)
+        refused = probe(backend, url, form, policy or RetryPolicy())
         if refused is None:
             return OutputFormat("json", form, "asked" if asked == "json" else f"probed: the server took {form}")
         refusals.append(refused)
@@ -131,35 +141,28 @@ def resolve_output_format(asked: str, backend: Backend, probe_url: str | None = 
     return OutputFormat("list", None, f"probed: the server refused response_format ({refusals[0]})")
 
 
-def probe(backend: Backend, url: str | None, form: str, timeout: float) -> str | None:
-    """Ask the server for one post in ``form``: None when it answers, else why it refused (HTTP 400/422)."""
-    import openai
+def probe(backend: Backend, url: str | None, form: str, policy: RetryPolicy) -> str | None:
+    """Ask the server for one post in ``form``: None when it answers, else why it refused.
 
-    client = openai.OpenAI(base_url=url, api_key=backend.api_key(), max_retries=2, timeout=timeout)
+    The probe is a call like the run's (``engine.run_calls``, not cached): a busy server (429,
+    408/409, 5xx, timeouts, dropped connections) is retried with the run's backoff and tries,
+    and if it stays busy the run stops (``RunError``) rather than take it for a refusal. Only a
+    4xx answer to the request (400/422 and the like) is a refusal.
+    """
     request = {
         "model": backend.request_model,
         "messages": [{"role": "user", "content": 'Write 1 short fictional tweet. Answer with JSON: {"posts": ["..."]}'}],
         "max_tokens": 48, "temperature": 0, "response_format": response_format(form, 1),
     }
     try:
-        client.chat.completions.create(**request)
+        [result] = run_calls([CallSpec(0, "probe", request)], replace(backend, base_url=url), CallCache(None), 1, policy)
+    except FormatRefused as exc:
+        return f"HTTP {exc.status}: {exc.detail[:200]}"
+    if not result.failed:
         return None
-    except openai.BadRequestError as exc:
-        return f"HTTP 400: {redact(str(exc.message))[:200]}"
-    except openai.UnprocessableEntityError as exc:
-        return f"HTTP 422: {redact(str(exc.message))[:200]}"
-    except (openai.APIConnectionError, openai.APITimeoutError):
-        raise RunError(f"cannot reach the server at {url} to ask whether it takes --output-format json; check the server.") from None
-    except openai.APIStatusError as exc:  # e.g. a server without a chat endpoint: it gives no JSON either
-        return f"HTTP {exc.status_code}: {redact(str(exc.message))[:200]}"
-    finally:
-        client.close()
-
-
-def refused_format_message(status: int, message: str) -> str:
-    """The message for a call refused because of its ``response_format`` (the run stops, exit 2)."""
-    return (
-        f"the server rejected the request's response_format (HTTP {status}: {message}); it cannot give "
-        f"--output-format json. Use --output-format list (the numbered list) or auto."
-    )
-
+    if result.transient:
+        raise RunError(
+            f"the server at {url} is busy: asked whether it takes --output-format json, it answered {result.error}; "
+            "nothing was generated. Run the same command again later (or give --output-format list, which needs no probe)."
+        )
+    return result.error[:200]

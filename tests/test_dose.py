@@ -95,6 +95,29 @@ def test_a_rule_that_keeps_no_post_stops_with_the_reason_and_writes_no_order(dat
     assert not target.exists()
 
 
+def test_dedup_keeps_the_order_of_none_less_what_it_dropped(data, tmp_path):
+    # Fault: each rule drew its own permutation of what it kept, so dedup at a dose differed from
+    # none by a fresh random draw (one post fewer kept: a wholly other order), not by its drops alone.
+    import polars as pl
+
+    from smm4h_cli.io import read_records
+    from smm4h_cli.study.dose import _select
+    from smm4h_cli.study.layout import StudyLayout
+
+    train = read_records(data["train"], require_label=True)
+    novel = read_records(data["test"], require_label=True).with_columns(pl.lit(1).alias("label"), pl.lit("synthetic").alias("source"))
+    repeats = novel.head(3).with_columns(("again-" + pl.col("id")).alias("id"))  # duplicates within the pool
+    pool = pl.concat([novel, repeats]).sample(fraction=1.0, shuffle=True, seed=3)
+    options, layout = _options(data, tmp_path / "study"), StudyLayout(tmp_path / "study")
+    orders = {}
+    for rule in ("none", "dedup"):
+        _select(options, rule, pool, train, tmp_path / f"{rule}.jsonl", tmp_path / "no-run", layout, None)
+        orders[rule] = read_records(tmp_path / f"{rule}.jsonl")["id"].to_list()
+    assert sorted(orders["none"]) == sorted(pool["id"].to_list())
+    assert len(orders["dedup"]) < len(orders["none"])  # the repeats went
+    assert orders["dedup"] == [post for post in orders["none"] if post in set(orders["dedup"])]
+
+
 def test_the_conclusion_says_plainly_when_nothing_helps():
     base = {"arm": "baseline (dose 0)", "f1": 0.7}
     text = dose_conclusion([base, _row("none @ 1x", 0.01, -0.05, 0.07, 0.8, False), _row("dedup @ 1x", -0.02, -0.09, 0.04, 0.9, False)], "multiple")

@@ -15,10 +15,12 @@ set is part of the 1x set) and only the dose differs between them:
 
 * ``none``: the pool in a seeded random order (``numpy.random.default_rng(seed).permutation``).
 * ``dedup``: ``select --dedup`` on the pool (duplicates within it and copies of training
-  posts dropped, the first of each group kept), the kept posts in the same seeded random order.
+  posts dropped, the first of each group kept), the kept posts in ``none``'s order (the pool's
+  seeded order with the dropped posts taken out: at a dose, ``dedup`` and ``none`` differ only
+  by what ``dedup`` dropped, not by a fresh random draw).
 * ``confidence``: ``select --confidence`` with the baseline's model of the first seed
   (``runs/baseline/seed-N``, trained on the real data alone, so no extra training), default
-  ``--min-prob`` 0.5, then the seeded random order.
+  ``--min-prob`` 0.5, the kept posts in ``none``'s order.
 * ``diverse``: ``select --diverse`` over the whole pool: k-center greedy in MiniLM space, in
   the order the posts were picked (its first d are the greedy choice of d).
 
@@ -174,8 +176,10 @@ def _select(
         import json
 
         order = np.argsort([json.loads(s)["pick"] for s in kept[SELECTION_COL].to_list()], kind="stable")
-    else:
-        order = np.random.default_rng(options.seed).permutation(kept.height)
+    else:  # the pool's one seeded random order, less what the rule dropped: rules differ by their drops alone
+        pool_order = pool["id"].to_numpy()[np.random.default_rng(options.seed).permutation(pool.height)]
+        place = {post: i for i, post in enumerate(pool_order.tolist())}
+        order = np.argsort([place[post] for post in kept["id"].to_list()], kind="stable")
     write_records(kept[order.tolist()], target, force=True)
     write_json(StudyLayout.meta(target), {**meta, "order": "k-center greedy pick order" if rule == "diverse" else f"seeded random (seed {options.seed})"})
 

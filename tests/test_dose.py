@@ -129,6 +129,11 @@ def test_the_conclusion_says_plainly_when_nothing_helps():
     assert "McNemar p = 0.010 Holm-adjusted" in text
     tiny = dose_conclusion([base, _row("none @ 1x", 0.08, 0.03, 0.12, 0.0004, True)], "multiple")
     assert "McNemar p < 0.001 Holm-adjusted" in tiny
+    # Fault: significant after Holm with its F1 interval across 0 fell through to "No arm helps",
+    # beside a table marking the arm significant; such an arm with a lower F1 went unmentioned.
+    mixed = dose_conclusion([base, _row("none @ 1x", 0.05, -0.01, 0.11, 0.01, True), _row("dedup @ 1x", -0.04, -0.1, 0.02, 0.02, True)], "multiple")
+    assert "No arm helps" not in mixed and "the evidence is mixed" in mixed and "(none @ 1x)" in mixed
+    assert "1 arm(s) err on significantly other posts with an F1 no higher, whose interval includes 0 (dedup @ 1x)" in mixed
 
 
 # ------------------------------------------------------------------------------ a real dose study

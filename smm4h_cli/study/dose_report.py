@@ -178,19 +178,30 @@ def dose_conclusion(rows: list[dict[str, Any]], unit: str) -> str:
         f"Of the {len(arms)} arms, the best is {what}: F1 {best['f1']:.3f}, ΔF1 {best['delta_f1']:+.3f} "
         f"(95% CI [{best['ci_low']:+.3f}, {best['ci_high']:+.3f}], McNemar {p_clause(best['p_holm'])} Holm-adjusted across all {len(arms)} arms). "
     )
+    # significant after Holm, and the F1 interval on the same side of 0 (helped, hurt) or not (mixed)
     helped = [r for r in arms if r["significant"] and r["delta_f1"] > 0 and r["ci_low"] > 0]
     hurt = [r for r in arms if r["significant"] and r["delta_f1"] < 0 and r["ci_high"] < 0]
+    mixed_up = [r for r in arms if r["significant"] and r["delta_f1"] > 0 and r["ci_low"] <= 0]
+    mixed_down = [r for r in arms if r["significant"] and r["delta_f1"] <= 0 and r["ci_high"] >= 0]
+    names = lambda group: ", ".join(r["arm"] for r in group)  # noqa: E731
     if helped:
         verdict = (
-            f"{len(helped)} arm(s) improve significantly after adjustment ({', '.join(r['arm'] for r in helped)}): here synthetic data helps."
+            f"{len(helped)} arm(s) improve significantly after adjustment ({names(helped)}): here synthetic data helps."
         )
+    elif mixed_up:
+        verdict = (f"McNemar's test after Holm's adjustment finds {len(mixed_up)} arm(s) with a higher F1 erring on other "
+                   f"posts than the baseline ({names(mixed_up)}), but their F1 interval includes 0: the evidence is mixed, "
+                   "and no arm clearly helps; more test posts or seeds would settle it.")
     elif best["delta_f1"] > 0 and best["ci_low"] > 0:
         verdict = ("Its F1 interval excludes 0, but McNemar's test after Holm's adjustment does not confirm it: "
                    "no arm helps significantly; more test posts or seeds would settle it.")
     else:
         verdict = "No arm helps: no dose and no selection rule raises F1 significantly over the real data alone."
     if hurt:
-        verdict += f" {len(hurt)} arm(s) significantly lower F1 ({', '.join(r['arm'] for r in hurt)})."
+        verdict += f" {len(hurt)} arm(s) significantly lower F1 ({names(hurt)})."
+    if mixed_down:
+        verdict += (f" {len(mixed_down)} arm(s) err on significantly other posts with an F1 no higher, whose interval "
+                    f"includes 0 ({names(mixed_down)}).")
     rho = spearman([r["vendi"] for r in arms], [r["delta_f1"] for r in arms])
     tail = "" if rho is None else (
         f" Across the arms, ΔF1 and the set's Vendi score have Spearman ρ = {rho:+.2f} "

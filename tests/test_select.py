@@ -157,6 +157,8 @@ def _bad_cases(files, tmp_path):
         (["select", syn, "--train", train, "--dedup", "--min-prob", "0.9", "-o", out], "--min-prob needs --confidence"),
         (["select", syn, "--train", train, "--dedup", "--near", "1.5", "-o", out], "--near must be"),
         (["select", syn, "--train", train, "--dedup", "-o", tmp_path / "kept.txt"], "unknown file format"),
+        # Fault: -o synthetic.parquet wrote its summary over synthetic.meta.json, generate's record of the input
+        (["select", syn, "--train", train, "--dedup", "-o", syn.with_suffix(".parquet"), "--force"], f"which is the summary of the input {syn}"),
     ]
 
 

@@ -65,7 +65,7 @@ def select_cli(
     if dropped is not None:
         write_records(result.dropped, dropped, force=force)
     if out != STDIO:
-        write_json(Path(out).with_suffix(".meta.json"), {
+        write_json(_meta(out), {
             "synthetic": synthetic, "train": str(train), "confidence": None if confidence is None else str(confidence),
             "options": {"near": near, "min_prob": options.min_prob, "max_prob": max_prob, "diverse": diverse, "random": random, "seed": seed},
             **result.to_dict(),
@@ -88,6 +88,21 @@ def _check_outputs(out: str, dropped: str | None, inputs: list[str], force: bool
         check_writable(path, force)
     if dropped is not None and (same(out, dropped) or (out == STDIO and dropped == STDIO)):
         raise InputError(f"--dropped {dropped} is the same as --out; give the dropped posts their own file.")
+    if out != STDIO:  # the selection's summary beside --out
+        meta = str(_meta(out))
+        for source in inputs:
+            if same(meta, source) or same(meta, str(_meta(source))):
+                raise InputError(
+                    f"--out {out} would write its summary to {meta}, which is {'an input file' if same(meta, source) else f'the summary of the input {source}'} "
+                    f"(smm4h generate's record of how the posts were made). Give --out another name, e.g. {Path(out).with_name(Path(out).stem + '.selected' + Path(out).suffix)}."
+                )
+        if Path(meta).is_dir():
+            raise InputError(f"the summary of --out, {meta}, is a folder; move it away or give another --out.")
+
+
+def _meta(out: str) -> Path:
+    """Where the selection's summary goes: beside ``out``, as ``smm4h generate`` writes its own."""
+    return Path(out).with_suffix(".meta.json")
 
 
 def _print_summary(result) -> None:

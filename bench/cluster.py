@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs  # noqa: E402
+from smm4h_cli.analysis.cluster_outputs import write_outputs  # noqa: E402
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster  # noqa: E402
 from smm4h_cli.analysis.embeddings import SentenceEmbedder, embed_texts  # noqa: E402
 from smm4h_cli.analysis.groups import Group  # noqa: E402
 from smm4h_cli.analysis.projection import FFT_FROM, tsne, tsne_backend  # noqa: E402

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from conftest import SAMPLE, write_jsonl
-from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, table_rows, write_outputs
+from smm4h_cli.analysis.cluster_outputs import table_rows, write_outputs
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster
 from smm4h_cli.analysis.embeddings import SentenceEmbedder, embed_texts
 from smm4h_cli.analysis.groups import Group
 from smm4h_cli.analysis.plots import SIZE_PX

@@ -37,8 +37,6 @@ import polars as pl
 from smm4h_cli.analysis.diversity import copying, group_rows, realism_scores, summary_line, vendi_scores
 from smm4h_cli.analysis.embeddings import PRECISIONS, Embedder, SentenceEmbedder, cache_key, check_model, embed_texts, model_label
 from smm4h_cli.analysis.groups import ROLE_SYNTHETIC, Group, equal_size_indices, post_ids, role_of
-# The outputs (files, table) are in cluster_outputs; imported here too, where callers have found them.
-from smm4h_cli.analysis.cluster_outputs import OUTPUT_FILES, existing_outputs, table_rows, write_outputs  # noqa: F401
 from smm4h_cli.analysis.projection import FFT_FROM, FFT_INTS_IN_INTERVAL, tsne, tsne_backend
 from smm4h_cli.errors import InputError
 from smm4h_cli.progress import ProgressEvent, ProgressFn

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from smm4h_cli.analysis.clustering import OUTPUT_FILES, EmbedClusterOptions, embed_cluster, existing_outputs, table_rows, write_outputs
+from smm4h_cli.analysis.cluster_outputs import OUTPUT_FILES, existing_outputs, table_rows, write_outputs
+from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster
 from smm4h_cli.analysis.embeddings import default_cache_dir
 from smm4h_cli.analysis.groups import groups_from_frames, infer_roles
 from smm4h_cli.cli._common import Device, Force, Format, IdCol, LabelCol, Quiet, Seed, TableFormat, TextCol, columns, emit_table, err, flag

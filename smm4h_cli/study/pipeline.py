@@ -288,7 +288,8 @@ def _ngrams(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], layout
 
 
 def _embed(options: StudyOptions, named: list[tuple[str, pl.DataFrame]], figure: Path, progress: ProgressFn | None) -> None:
-    from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster, write_outputs
+    from smm4h_cli.analysis.cluster_outputs import write_outputs
+    from smm4h_cli.analysis.clustering import EmbedClusterOptions, embed_cluster
     from smm4h_cli.analysis.groups import groups_from_frames, infer_roles
 
     synthetic, positives = infer_roles(named, [name for name, _ in named if name.startswith("synthetic ")])

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from smm4h_cli.analysis.clustering import table_rows
+from smm4h_cli.analysis.cluster_outputs import table_rows
 from smm4h_cli.tables import TABLE2_HEADERS, markdown_table, p_clause, table2_rows
 from smm4h_cli.io import write_json, write_records, write_text
 from smm4h_cli.study.layout import FIGURE2, StudyLayout

@@ -150,6 +150,21 @@ def test_cached_vectors_of_another_dimension_are_encoded_again(tmp_path):
     assert encoded == 0 and np.array_equal(again, vectors)  # the cache now holds the 16-d vectors
 
 
+def test_a_run_sharing_no_text_with_the_cache_adds_to_it(tmp_path):
+    """Regression: a run whose texts were none of them cached rewrote the cache with its own
+    vectors alone, so two datasets sharing the default cache encoded each other's posts again."""
+
+    def embed(texts, progress=None):
+        v = np.array([[len(t), 1.0, 2.0] for t in texts], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    embed_texts(["a", "bb", "ccc"], embed, "k", tmp_path)
+    _, encoded = embed_texts(["dddd", "eeeee"], embed, "k", tmp_path)
+    assert encoded == 2
+    _, encoded = embed_texts(["a", "bb", "ccc", "dddd"], embed, "k", tmp_path)
+    assert encoded == 0
+
+
 @pytest.mark.slow
 def test_bf16_vectors_are_not_served_from_the_fp32_cache(tmp_path):
     texts = ["I had a terrible headache after the pill", "great day at the beach", "nausea and dizziness for weeks"]

@@ -232,3 +232,17 @@ def test_a_server_busy_through_every_probe_try_stops_the_run_saying_so(tmp_path,
     message = " ".join(result.stderr.split())
     assert "is busy" in message and "HTTP 429 after 2 tries" in message and "run the same command again" in message.lower()
     assert "rejects" not in message and "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_llama_cpp_servers_500_naming_json_schema_is_a_refusal_not_a_busy_server():
+    """The real llama-cpp-python server, addressed as any compatible one, answers json_schema with
+    an HTTP 500 that names it (its request validation): auto moves on to json_object, at once,
+    where the probe had taken the 500 for a busy server and stopped the run after every try."""
+    from smm4h_cli.generation.backends import Backend, embedded_server
+    from smm4h_cli.generation.engine import RetryPolicy
+    from smm4h_cli.generation.structured import resolve_output_format
+
+    with embedded_server() as url:
+        backend = Backend("compatible", "SmolLM2-135M-Instruct", url, "SmolLM2-135M-Instruct")
+        fmt = resolve_output_format("auto", backend, policy=RetryPolicy(tries=2, base=0.01))
+    assert (fmt.name, fmt.form) == ("json", "json_object") and fmt.how == "probed: the server took json_object"

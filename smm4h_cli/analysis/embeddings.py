@@ -239,11 +239,12 @@ def embed_texts(
     cached = _read_cache(path) if path is not None else None
     if cached is not None and cached.height:
         hits = cached.filter(pl.col("hash").is_in(list(unique)))
-        vectors = _matrix(hits) if hits.height else None
-        if vectors is None or vectors.shape[1] != getattr(embedder, "dimension", vectors.shape[1]):
-            cached = None  # vectors of mixed width, or not this model's: start the cache afresh
-        else:
-            known = dict(zip(hits["hash"].to_list(), vectors))
+        if hits.height:  # none of these texts cached: the cache stays as it is, the new vectors are added
+            vectors = _matrix(hits)
+            if vectors is None or vectors.shape[1] != getattr(embedder, "dimension", vectors.shape[1]):
+                cached = None  # vectors of mixed width, or not this model's: start the cache afresh
+            else:
+                known = dict(zip(hits["hash"].to_list(), vectors))
     missing = [h for h in unique if h not in known]
     if missing:
         new = np.asarray(embedder([texts[unique[h]] for h in missing], progress), dtype=np.float32)

@@ -276,7 +276,12 @@ async def _call(client, spec: CallSpec, policy: RetryPolicy, model: str) -> Call
                 raise RunError(f"the server refused the API key ({status}); check OPENAI_API_KEY. Finished calls are cached.") from None
             if status == 404:
                 raise RunError(f"the server answered 404 for model '{model}': {_message(exc)}. Check --model and --base-url.") from None
-            if status in (400, 422) and "response_format" in spec.request and _about_format(_message(exc)):
+            if "response_format" in spec.request and (
+                (status in (400, 422) and _about_format(_message(exc)))
+                # llama-cpp-python's server answers a response_format it does not take (json_schema)
+                # with a 500 naming it: a refusal of the request, not a busy server
+                or (status >= 500 and _names_response_format(_message(exc)))
+            ):
                 raise FormatRefused(status, _message(exc)) from None
             if status not in (408, 409, 429) and status < 500:
                 return CallResult(spec.index, spec.key, retries=retries, error=f"HTTP {status}: {_message(exc)}")
@@ -303,6 +308,12 @@ def _about_format(message: str) -> bool:
     """A refusal that names the JSON output (not, say, a prompt too long for the context)."""
     lowered = message.lower()
     return any(word in lowered for word in ("response_format", "json_schema", "schema", "json"))
+
+
+def _names_response_format(message: str) -> bool:
+    """A server error that names the request's ``response_format`` (what a 5xx must name to count as a refusal)."""
+    lowered = message.lower()
+    return "response_format" in lowered or "json_schema" in lowered
 
 
 def _message(exc: Exception) -> str:

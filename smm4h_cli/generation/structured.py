@@ -146,8 +146,9 @@ def probe(backend: Backend, url: str | None, form: str, policy: RetryPolicy) -> 
 
     The probe is a call like the run's (``engine.run_calls``, not cached): a busy server (429,
     408/409, 5xx, timeouts, dropped connections) is retried with the run's backoff and tries,
-    and if it stays busy the run stops (``RunError``) rather than take it for a refusal. Only a
-    4xx answer to the request (400/422 and the like) is a refusal.
+    and if it stays busy the run stops (``RunError``) rather than take it for a refusal. A refusal
+    is a 4xx answer to the request (400/422 and the like), or a 5xx that names ``response_format``
+    or ``json_schema`` (llama-cpp-python's server answers ``json_schema`` so).
     """
     request = {
         "model": backend.request_model,

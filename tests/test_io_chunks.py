@@ -207,6 +207,21 @@ def test_tsv_quoting_does_not_depend_on_the_chunk_size(tmp_path):
             assert chunked.equals(whole)
 
 
+def test_a_tsv_read_without_quoting_counts_a_line_with_a_stray_quote_as_one_record(tmp_path):
+    # The first chunk decides: no quoting. A tweet further down opens a " it never closes; the
+    # chunks must still hold chunk_size posts each, not the rest of the file in one.
+    texts = [f"post {i}" for i in range(2000)]
+    texts[500] = '"so tired of this drug'
+    rows = [f"{i}\t{t}\t{i % 2}" for i, t in enumerate(texts)]
+    p = tmp_path / "in.tsv"
+    p.write_text("id\ttext\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    whole = read_records(p)
+    assert whole.height == 2000 and whole["text"][500] == '"so tired of this drug'
+    chunks = _chunks(p, 100)
+    assert [c.height for c in chunks] == [100] * 20
+    assert pl.concat(chunks).equals(whole)
+
+
 # ---------------------------------------------------------------- 7. pred follows the written prob
 
 

@@ -178,6 +178,7 @@ def _delimited_chunks(
     block: list[bytes] = []
     first_line, rows, parsed, skipped = 1, 0, False, 0
     quote: str | None = AUTO
+    quote_seen = False  # a " anywhere so far: a TSV read unquoted may have meant it as quoting
 
     def parse(lines: list[bytes], first: int) -> tuple[pl.DataFrame, _Where]:
         nonlocal quote
@@ -188,7 +189,17 @@ def _delimited_chunks(
         text = _decode(head, name, skipped) + _decode(b"".join(lines), name, first - 1)
         if quote == AUTO:
             quote = decide_quote(text, separator)
-        return _parse_delimited(text, name, separator, offset, skipped=skipped, quote=quote)
+        try:
+            return _parse_delimited(text, name, separator, offset, skipped=skipped, quote=quote)
+        except InputError as exc:
+            # Read line by line, a quoted text that spans lines (which a whole read may take quoted) is
+            # refused where it breaks: say that quoting was decided by the first chunk.
+            if quote is not None or separator != "\t" or "--chunk-size" in str(exc) or not quote_seen:
+                raise
+            raise InputError(
+                f"{exc} This TSV reads without quoting in its first chunk, and its quoting is decided once for the "
+                f"whole file; if a quoted text here spans lines, raise --chunk-size above the number of posts to read it in one chunk."
+            ) from None
 
     for number, line in enumerate(_lines(stream, path), start=1):
         content = content or bool(line.strip())
@@ -196,7 +207,10 @@ def _delimited_chunks(
             skipped += 1
             continue
         was_open = in_quotes
-        in_quotes = _still_quoted(line, in_quotes, sep)
+        # Once the first chunk has decided to read without quoting, a line is a record: a tweet that
+        # opens a " and never closes it is text, not the start of a field to the end of the file.
+        in_quotes = quote is not None and _still_quoted(line, in_quotes, sep)
+        quote_seen = quote_seen or _QUOTE in line
         if not header_done:
             header.append(line)
             header_done = not in_quotes

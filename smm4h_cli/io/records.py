@@ -3,6 +3,9 @@
 :func:`read_records` reads a file (or ``-``) through :mod:`smm4h_cli.io.parse` and checks it:
 text non-empty, ids unique, labels 0 or 1 (never booleans), predictions 0/1 with a probability
 in [0, 1] — each problem an :class:`~smm4h_cli.errors.InputError` naming the file and line.
+Other columns pass through: with one type where one holds every value (``1`` and ``1.5`` as
+decimals, objects as the union of their keys), else as written (``pl.Object``), which a command
+that never writes the column can use and every writer refuses (:func:`smm4h_cli.io.write.check_one_type`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Chunks are written as they come to a temporary file beside the output, renamed i
 the last one; an error on the way removes it. A column's type may widen from chunk to chunk only
 where no value changes (:func:`smm4h_cli.io.types.joined`: from all-null, whole numbers to
 decimals, objects gaining keys); Parquet parts (Arrow IPC files) are cast to the joined types when they are joined,
-so the file has the types of a whole-file read. Anything else (a column whose values have no one type,
+so the file has the types of a whole-file read. JSON lines, CSV and TSV are appended a chunk at a
+time with that chunk's types (no read-ahead): the values of a whole-file read, but a chunk of whole
+numbers writes ``1`` where a whole-file read of the column writes ``1.0``, and an object's key that
+only later chunks have is left out rather than written ``null``. Anything else (a column whose values have no one type,
 within a chunk or across chunks) is refused, in every format, naming the column and the first post
 that clashes.
 """

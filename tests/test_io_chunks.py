@@ -61,21 +61,56 @@ def test_a_null_first_text_column_joins_later_chunks(tmp_path, suffix):
     assert read_records(out)["note"].to_list() == [None, "hi", "yo"]
 
 
-@pytest.mark.parametrize("values", [[1, 2, "x"], [True, False, 1], ["x", None, 3.5]])
-def test_a_column_of_mixed_types_is_refused_whole_and_chunked_naming_column_and_line(tmp_path, values):
-    src = _jsonl(tmp_path / "in.jsonl", [{"text": t, "extra": v} for t, v in zip("abc", values)])
+@pytest.mark.parametrize(
+    "values,what",
+    [
+        ([1, 2, "x"], "a whole number on post 'p0' and text on post 'p2'"),
+        ([True, False, 1], "true/false on post 'p0' and a whole number on post 'p2'"),
+        (["x", None, 3.5], "text on post 'p0' and a decimal number on post 'p2'"),
+        ([{"v": 1}, {"w": "a"}, {"v": "x"}], "field 'v' is a whole number on post 'p0' and text on post 'p2'"),
+    ],
+)
+def test_a_column_of_mixed_types_is_read_as_written_and_refused_where_it_is_written(tmp_path, values, what):
+    src = _jsonl(tmp_path / "in.jsonl", [{"id": f"p{i}", "text": t, "extra": v} for i, (t, v) in enumerate(zip("abc", values))])
+    whole = read_records(src)  # commands that never write the column (train, ngrams, select's scoring) read it
+    assert whole["extra"].dtype == pl.Object and whole["extra"].to_list() == values
     for k in (1, 2, 3):
-        whole, chunked = _both(src, k)
-        for message in (whole, chunked):
-            assert "column 'extra' mixes types" in message and "line 3" in message
+        assert [c["text"].to_list() for c in _chunks(src, k)] == [list("abc")[i : i + k] for i in range(0, 3, k)]
+    for suffix in (".jsonl", ".csv", ".parquet"):
+        out = tmp_path / f"out{suffix}"
+        with pytest.raises(InputError) as exc:
+            write_records(whole, out)
+        assert f"column 'extra' mixes types ({what})" in str(exc.value) and "drop the column" in str(exc.value)
+        for k in (1, 2, 3):  # a chunk of objects alone is refused for CSV as objects
+            with pytest.raises(InputError, match="column 'extra' (mixes types|holds lists or objects)"):
+                write_record_chunks(iter_records(src, chunk_size=k), out)
+        assert not out.exists()
 
 
-def test_the_chunk_writer_refuses_a_type_it_cannot_join(tmp_path):
+def test_the_chunk_writer_refuses_a_type_it_cannot_join_naming_the_post_that_clashes(tmp_path):
     a, b = pl.DataFrame({"id": ["1"], "n": [1]}), pl.DataFrame({"id": ["2"], "n": ["x"]})
     for suffix in (".parquet", ".jsonl"):
-        with pytest.raises(InputError, match="column 'n' holds whole numbers in the first 1 posts and text"):
+        with pytest.raises(InputError, match=r"column 'n' mixes types \(a whole number in the posts before and text on post '2' \(post 2\)"):
             write_record_chunks([a, b], tmp_path / f"out{suffix}")
         assert not (tmp_path / f"out{suffix}").exists()
+    # The first post of the chunk fits; the third clashes (field 'v'), and is the one named.
+    rows = [{"id": "p1", "text": "a", "m": {"v": 1}}, {"id": "p2", "text": "b", "m": {"w": "a"}}, {"id": "p3", "text": "c", "m": {"w": "b"}}, {"id": "p4", "text": "d", "m": {"v": "x"}}]
+    src = _jsonl(tmp_path / "in.jsonl", rows)
+    for k in (1, 2):
+        with pytest.raises(InputError) as exc:
+            write_record_chunks(iter_records(src, chunk_size=k), tmp_path / "out.jsonl")
+        assert "column 'm' mixes types" in str(exc.value)
+        assert "field 'v' is a whole number in the posts before and text on post 'p4' (post 4)" in str(exc.value)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_commands_read_a_mixed_column_they_never_write_and_predict_refuses_it_before_model_work(cli, tmp_path):
+    src = _jsonl(tmp_path / "in.jsonl", [{"text": f"post {i}", "label": i % 2, "uid": 123 if i else "abc"} for i in range(6)])
+    assert cli("ngrams", str(src)).exit_code == 0
+    result = cli("predict", str(tmp_path / "no-run"), str(src), "--out", str(tmp_path / "out.jsonl"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "column 'uid' mixes types (text on post 'in-1' and a whole number on post 'in-2')" in " ".join(result.stderr.split())
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 # ---------------------------------------------------------------- 2 and 8. blank lines in CSV/TSV
@@ -170,6 +205,21 @@ def test_tsv_quoting_does_not_depend_on_the_chunk_size(tmp_path):
             assert "line 4" in str(exc) and "--chunk-size" in str(exc)
         else:
             assert chunked.equals(whole)
+
+
+def test_a_tsv_read_without_quoting_counts_a_line_with_a_stray_quote_as_one_record(tmp_path):
+    # The first chunk decides: no quoting. A tweet further down opens a " it never closes; the
+    # chunks must still hold chunk_size posts each, not the rest of the file in one.
+    texts = [f"post {i}" for i in range(2000)]
+    texts[500] = '"so tired of this drug'
+    rows = [f"{i}\t{t}\t{i % 2}" for i, t in enumerate(texts)]
+    p = tmp_path / "in.tsv"
+    p.write_text("id\ttext\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    whole = read_records(p)
+    assert whole.height == 2000 and whole["text"][500] == '"so tired of this drug'
+    chunks = _chunks(p, 100)
+    assert [c.height for c in chunks] == [100] * 20
+    assert pl.concat(chunks).equals(whole)
 
 
 # ---------------------------------------------------------------- 7. pred follows the written prob

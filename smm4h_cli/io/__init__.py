@@ -1,7 +1,8 @@
 """Read, validate and write records: the data contract every command shares.
 
 A record is a post: ``id`` (string), ``text`` (non-empty string), ``label`` (0 or 1, absent for
-unlabelled data), an optional ``source``; other columns pass through untouched. Files are read
+unlabelled data), an optional ``source``; other columns pass through untouched (a column whose
+values have no one type is read as written and refused where it would be written). Files are read
 by extension (JSON lines, Parquet, CSV, TSV) and ``-`` is JSON lines on stdin/stdout. Every
 problem is an :class:`~smm4h_cli.errors.InputError` that names the file and the line or row.
 Writes go to a temporary file in the same folder and are renamed into place, so a failed

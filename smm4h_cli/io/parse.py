@@ -198,7 +198,8 @@ def _jsonl_column(col: str, values: list) -> pl.Series:
     kinds = {type(v) for v in values if v is not None}
     # A column of mixed kinds (1 and "x", true and 1, 1 and 1.5) stays as the values themselves,
     # so that the label, id and text checks see them as written (polars would turn true into 1);
-    # a pass-through column of them is typed, or refused, by records._passed_through.
+    # a pass-through column of them is typed by records._passed_through where one type holds them
+    # all (1 and 1.5), else kept as written, for the writers to refuse (write.check_one_type).
     if len(kinds) > 1:
         return pl.Series(col, values, dtype=pl.Object)
     if kinds & {dict, list}:  # typed from every value: polars infers a nested type from the first

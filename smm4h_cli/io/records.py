@@ -3,6 +3,9 @@
 :func:`read_records` reads a file (or ``-``) through :mod:`smm4h_cli.io.parse` and checks it:
 text non-empty, ids unique, labels 0 or 1 (never booleans), predictions 0/1 with a probability
 in [0, 1] — each problem an :class:`~smm4h_cli.errors.InputError` naming the file and line.
+Other columns pass through: with one type where one holds every value (``1`` and ``1.5`` as
+decimals, objects as the union of their keys), else as written (``pl.Object``), which a command
+that never writes the column can use and every writer refuses (:func:`smm4h_cli.io.write.check_one_type`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io.delimited import _parse_delimited
-from smm4h_cli.io.types import conflict, conformed, kind, value_type
+from smm4h_cli.io.types import conflict, conformed
 from smm4h_cli.io.parse import (  # the parsers are this package's own: private to it, shared in it
     _MAX_LISTED,
     ID_COLUMNS,
@@ -141,23 +144,14 @@ def _to_records(
 
 
 def _passed_through(col: pl.Series, where: _Where, name: str) -> pl.Series:
-    """A pass-through column as one type that holds every value unchanged (1 and 1.5 as decimals),
-    or an InputError naming the lines of two values that no one type holds (1 and "x", true and 1)."""
+    """A pass-through column as one type that holds every value unchanged (1 and 1.5 as decimals); a
+    column whose values no one type holds (1 and "x", true and 1) stays as they are written
+    (``pl.Object``), for the commands that never write it: the writers refuse it (``write.check_one_type``)."""
     if col.dtype != pl.Object:
         return col
     values = col.to_list()
-    dtype, bad = conflict(values)
-    if dtype is not None:  # 1 and 1.5: decimals
-        return conformed(values, dtype).alias(col.name)
-    first = next(i for i, v in enumerate(values) if v is not None)
-    if first == bad or value_type(values[bad]) is None:
-        what = f"{kind(values[bad])} on {where(bad)}, which no column type holds"
-    else:
-        what = f"{kind(values[first])} on {where(first)} and {kind(values[bad])} on {where(bad)}"
-    raise InputError(
-        f"{name}: column '{col.name}' mixes types: {what}. Other columns pass through unchanged, so "
-        f"each needs one type: write every value as text (\"1\"), numbers as numbers, 1/0 for true/false; or drop the column."
-    )
+    dtype, _ = conflict(values)
+    return col if dtype is None else conformed(values, dtype).alias(col.name)
 
 
 def _text_column(col: pl.Series, where: _Where, name: str) -> pl.Series:

@@ -4,7 +4,12 @@ Chunks are written as they come to a temporary file beside the output, renamed i
 the last one; an error on the way removes it. A column's type may widen from chunk to chunk only
 where no value changes (:func:`smm4h_cli.io.types.joined`: from all-null, whole numbers to
 decimals, objects gaining keys); Parquet parts (Arrow IPC files) are cast to the joined types when they are joined,
-so the file has the types of a whole-file read. Anything else is refused, naming the column.
+so the file has the types of a whole-file read. JSON lines, CSV and TSV are appended a chunk at a
+time with that chunk's types (no read-ahead): the values of a whole-file read, but a chunk of whole
+numbers writes ``1`` where a whole-file read of the column writes ``1.0``, and an object's key that
+only later chunks have is left out rather than written ``null``. Anything else (a column whose values have no one type,
+within a chunk or across chunks) is refused, in every format, naming the column and the first post
+that clashes.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io.parse import STDIO, format_of
-from smm4h_cli.io.types import joined, type_name
-from smm4h_cli.io.write import atomic_write, check_frame, check_writable, to_stdout
+from smm4h_cli.io.types import joined, mixed, type_name
+from smm4h_cli.io.write import atomic_write, check_frame, check_one_type, check_writable, to_stdout
 
 
 def write_record_chunks(chunks: Iterable[pl.DataFrame], path: str | os.PathLike[str], *, force: bool = False) -> int:
@@ -80,15 +85,20 @@ def _new_columns(path, fmt: str, before: list[str], now: list[str], written: int
 
 
 def _joined_schema(schema: dict[str, pl.DataType], frame: pl.DataFrame, path, written: int) -> dict[str, pl.DataType]:
-    """``schema`` widened by ``frame``'s column types, or an InputError for a column whose type changes."""
+    """``schema`` widened by ``frame``'s column types, or an InputError naming the column, the first post
+    of ``frame`` whose value the column's type so far cannot hold, and the field of an object that clashes."""
     out = dict(schema)
     for c, t in frame.schema.items():
         before = out.get(c, pl.Null())
         now = joined(before, t)
         if now is None:
+            ids = frame["id"].to_list() if "id" in frame.columns else None
+            at = (lambda i: f"post '{ids[i]}' (post {written + i + 1:,})") if ids else (lambda i: f"post {written + i + 1:,}")
+            what = mixed(frame[c].to_list(), at, before) or f"{type_name(before)} before and {type_name(t)} after"
             raise InputError(
-                f"{path}: column '{c}' holds {type_name(before)} in the first {written:,} posts and {type_name(t)} after; "
-                f"a column has one type. Give the column one type in the input, or raise --chunk-size above the number of posts."
+                f"{path}: column '{c}' mixes types ({what}), and a "
+                f"column is written with one type. Make its values one type in the input (every value as text, \"123\"; "
+                f"numbers as numbers; 1/0 for true/false), or drop the column from the input."
             )
         out[c] = now
     return out
@@ -98,6 +108,7 @@ def _to_stdout(chunks: Iterable[pl.DataFrame]) -> int:
     written = 0
     for frame in chunks:
         if frame.height:
+            check_one_type(frame, STDIO)
             to_stdout(frame)
             written += frame.height
     return written
@@ -111,6 +122,7 @@ def _parquet_parts(chunks: Iterable[pl.DataFrame], tmp: Path, path) -> int:
         schema: dict[str, pl.DataType] = {}
         written = 0
         for frame in chunks:
+            check_one_type(frame, path)
             if first is None:
                 first, schema = frame, dict(frame.schema)
             elif not frame.height:

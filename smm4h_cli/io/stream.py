@@ -14,10 +14,11 @@ What a chunked read cannot see ahead, the first chunk decides: which columns hol
 label and the id. A later post without one of them is the same error as in a whole-file read
 (missing text, a label that is not 0 or 1, a missing id, named by line); a label or id column
 that first appears after the first chunk is an error naming that line. Other columns keep the
-order of their first appearance, as in a whole-file read; their types are joined across chunks
-where no value changes (from all-null, whole numbers to decimals, objects gaining keys), and a
-column whose values no one type holds is an error naming the line. A TSV's quoting is decided by
-the first chunk; blank lines never make a chunk of their own.
+order of their first appearance, as in a whole-file read; each chunk's columns have the types of
+that chunk's values (a column whose values no one type holds is kept as written, ``pl.Object``, as
+in a whole-file read). The writer joins the types across chunks (:mod:`smm4h_cli.io.sink`) and
+refuses a column that has no one type, naming it. A TSV's quoting is decided by the first chunk;
+blank lines never make a chunk of their own.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from smm4h_cli.io.parse import (
 from smm4h_cli.io.delimited import AUTO, _blank_chars, _parse_delimited, decide_quote
 from smm4h_cli.io.records import Columns, _pick, _to_records
 from smm4h_cli.io.sink import write_record_chunks  # noqa: F401  (the writer of the chunks, re-exported)
-from smm4h_cli.io.types import joined, kind, type_name
 
 #: Posts read, predicted and written at a time: about 10 MB of tweets, and a file of up to this
 #: many posts is one chunk, exactly the whole-file path.
@@ -178,6 +178,7 @@ def _delimited_chunks(
     block: list[bytes] = []
     first_line, rows, parsed, skipped = 1, 0, False, 0
     quote: str | None = AUTO
+    quote_seen = False  # a " anywhere so far: a TSV read unquoted may have meant it as quoting
 
     def parse(lines: list[bytes], first: int) -> tuple[pl.DataFrame, _Where]:
         nonlocal quote
@@ -188,7 +189,17 @@ def _delimited_chunks(
         text = _decode(head, name, skipped) + _decode(b"".join(lines), name, first - 1)
         if quote == AUTO:
             quote = decide_quote(text, separator)
-        return _parse_delimited(text, name, separator, offset, skipped=skipped, quote=quote)
+        try:
+            return _parse_delimited(text, name, separator, offset, skipped=skipped, quote=quote)
+        except InputError as exc:
+            # Read line by line, a quoted text that spans lines (which a whole read may take quoted) is
+            # refused where it breaks: say that quoting was decided by the first chunk.
+            if quote is not None or separator != "\t" or "--chunk-size" in str(exc) or not quote_seen:
+                raise
+            raise InputError(
+                f"{exc} This TSV reads without quoting in its first chunk, and its quoting is decided once for the "
+                f"whole file; if a quoted text here spans lines, raise --chunk-size above the number of posts to read it in one chunk."
+            ) from None
 
     for number, line in enumerate(_lines(stream, path), start=1):
         content = content or bool(line.strip())
@@ -196,7 +207,10 @@ def _delimited_chunks(
             skipped += 1
             continue
         was_open = in_quotes
-        in_quotes = _still_quoted(line, in_quotes, sep)
+        # Once the first chunk has decided to read without quoting, a line is a record: a tweet that
+        # opens a " and never closes it is text, not the start of a field to the end of the file.
+        in_quotes = quote is not None and _still_quoted(line, in_quotes, sep)
+        quote_seen = quote_seen or _QUOTE in line
         if not header_done:
             header.append(line)
             header_done = not in_quotes
@@ -247,7 +261,6 @@ class _Layout:
         self.order: list[str] = []
         self.rows = 0
         self.seen: dict[str, int] = {}
-        self.types: dict[str, pl.DataType] = {}
 
     def records(self, frame: pl.DataFrame, where: _Where) -> pl.DataFrame:
         if frame.height == 0 and self.rows == 0:
@@ -262,24 +275,8 @@ class _Layout:
             out = _to_records(frame, where, self.name, self.stem, chosen, self.require_label, self.rows)
         if self.chosen["id"] is not None:
             self._check_unique(out["id"].to_list(), where)
-        self._check_types(out, where)
         self.rows += out.height
         return out
-
-    def _check_types(self, out: pl.DataFrame, where: _Where) -> None:
-        """Join each column's type with the chunks' before (as a whole-file read types the column),
-        or refuse, naming the line, a column whose values no one type holds."""
-        for c, t in out.schema.items():
-            before = self.types.get(c, pl.Null())
-            now = joined(before, t)
-            if now is None:
-                i = next(i for i, v in enumerate(out[c].to_list()) if v is not None)
-                raise InputError(
-                    f"{self.name}: column '{c}' mixes types: {type_name(before)} before {where(i)} and "
-                    f"{kind(out[c][i])} on {where(i)}. Other columns pass through unchanged, so each needs one "
-                    f"type: write every value as text (\"1\"), numbers as numbers, 1/0 for true/false; or drop the column."
-                )
-            self.types[c] = now
 
     def _aligned(self, frame: pl.DataFrame, where: _Where) -> pl.DataFrame:
         """``frame`` with the first chunk's columns, in its order (a missing one as nulls, so its

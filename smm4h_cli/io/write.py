@@ -17,7 +17,7 @@ import polars as pl
 
 from smm4h_cli.errors import InputError
 from smm4h_cli.io.parse import STDIO, _reason, format_of, stem_of
-from smm4h_cli.io.types import empty_object, nested
+from smm4h_cli.io.types import empty_object, mixed, nested
 
 
 def check_writable(
@@ -130,9 +130,11 @@ def to_stdout(frame: pl.DataFrame) -> None:
 
 
 def check_frame(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Fail if ``frame`` cannot be written to ``path``'s format: lists or objects in CSV/TSV, tabs or
-    line breaks in TSV, objects without keys in Parquet. ``write_records`` and ``write_record_chunks`` call it; a streaming command
-    calls it on its first chunk too, before any model work."""
+    """Fail if ``frame`` cannot be written to ``path``'s format: a column of mixed types in any format
+    (:func:`check_one_type`), lists or objects in CSV/TSV, tabs or line breaks in TSV, objects without
+    keys in Parquet. ``write_records`` and ``write_record_chunks`` call it; a streaming command calls it
+    on its first chunk too, before any model work."""
+    check_one_type(frame, path)
     if str(path) == STDIO:
         return
     fmt = format_of(path)
@@ -160,14 +162,30 @@ def check_frame(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
             )
 
 
+def check_one_type(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Fail if a column of ``frame`` holds values of no one type (``123`` and ``"abc"``, ``true`` and ``1``,
+    an object field that is a number here and text there): the readers keep such a pass-through column
+    as written, for the commands that never write it, and every format is written with one type a column."""
+    for c, t in frame.schema.items():
+        if t != pl.Object:
+            continue
+        ids = frame["id"].to_list() if "id" in frame.columns and frame.schema["id"] == pl.String else None
+        what = mixed(frame[c].to_list(), (lambda i: f"post '{ids[i]}'") if ids else (lambda i: f"row {i + 1}"))
+        raise InputError(
+            f"{'<stdout>' if str(path) == STDIO else path}: column '{c}' mixes types ({what or 'values of no one type'}), and a column is written "
+            f"with one type. Make its values one type in the input (every value as text, \"123\"; numbers as numbers; "
+            f"1/0 for true/false), or drop the column from the input."
+        )
+
+
 def write_records(frame: pl.DataFrame, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write ``frame`` by the extension of ``path`` (``-``: JSON lines on stdout), atomically."""
+    check_frame(frame, path)
     if str(path) == STDIO:
         to_stdout(frame)
         return
     check_writable(path, force)
     fmt = format_of(path)
-    check_frame(frame, path)
 
     def dump(tmp: Path) -> None:
         if fmt == "jsonl":
